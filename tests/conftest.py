@@ -1,0 +1,102 @@
+"""Fixtures that make small models, images and videos, so the suite needs no downloads."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import config  # noqa: E402
+import utils  # noqa: E402
+from network.loss_network import expected_shapes  # noqa: E402
+from network.style_network import StylizingNetwork  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+STAND_IN_VGG = SHARED / "weights" / "vgg16_hed_features.pth"
+MEDIA = SHARED / "media"
+
+TINY_NETWORK = config.NetworkConfig(channels=(8, 12, 16), stem_kernel=3, kernel=3,
+                                    res_blocks=1, final_kernel=3)
+
+
+def run_script(script: str, *args: str, env: dict | None = None, timeout: int = 300,
+               cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run one of the project's entry points as a user would, capturing its output."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout, cwd=cwd or ROOT)
+
+
+def write_image(path: Path, width: int, height: int, seed: int = 0) -> Path:
+    """A smooth, structured RGB image (gradients plus shapes), saved with OpenCV."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = np.stack([xx * 255 / max(width - 1, 1), yy * 255 / max(height - 1, 1),
+                      np.full_like(xx, rng.integers(0, 255))], axis=-1).astype(np.uint8)
+    cv2.circle(image, (width // 2, height // 2), max(2, min(width, height) // 4),
+               tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image[..., ::-1].copy())
+    return path
+
+
+def write_video(path: Path, frames: int, width: int, height: int, fps: float = 25.0) -> Path:
+    """A short video of a square moving across a gradient (mp4v, readable by OpenCV)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    assert writer.isOpened()
+    yy, xx = np.mgrid[0:height, 0:width]
+    for i in range(frames):
+        frame = np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1),
+                          np.full_like(xx, (i * 20) % 255)], axis=-1).astype(np.uint8)
+        x0 = (i * 3) % max(width - 8, 1)
+        frame[height // 3: height // 3 + 8, x0: x0 + 8] = (255, 255, 0)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def tiny_checkpoint(path: Path, seed: int = 0, cfg: config.NetworkConfig = TINY_NETWORK) -> Path:
+    """A checkpoint of this project's format holding a small random network."""
+    torch.manual_seed(seed)
+    model = StylizingNetwork(cfg)
+    utils.save_checkpoint({"format_version": config.CHECKPOINT_FORMAT_VERSION,
+                           "state_dict": model.state_dict(), "network": cfg.to_dict(),
+                           "loss_net_choice": "VGG16", "style_image": "test.png",
+                           "epoch": 1, "batch": 0, "step": 1}, path)
+    return path
+
+
+def random_vgg_file(path: Path, arch: str, layout: str, seed: int = 0) -> Path:
+    """A VGG weight file with the real key layout and shapes but small random values."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {key: torch.randn(shape, generator=gen) * (0.05 if key.endswith("weight") else 0.01)
+             for key, shape in expected_shapes(arch).items()}
+    if layout == "torchvision":
+        state = {f"features.{k}": v for k, v in state.items()}
+        state["classifier.0.weight"] = torch.zeros(4, 4)  # stands in for the real classifier
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Path:
+    return tiny_checkpoint(tmp_path / "tiny.pth.tar")
+
+
+@pytest.fixture
+def sample_image(tmp_path: Path) -> Path:
+    return write_image(tmp_path / "photo.png", 333, 251)
+
+
+@pytest.fixture
+def sample_video(tmp_path: Path) -> Path:
+    return write_video(tmp_path / "clip.mp4", frames=12, width=96, height=64, fps=25.0)

@@ -1,0 +1,269 @@
+"""What training and stylisation share: errors, devices, image conversions, checkpoints,
+frame extraction.
+
+Run `python utils.py extract-frames --help` for the frame-extraction command line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+import config
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2, no traceback."""
+
+
+def fail(message: str) -> None:
+    raise UserError(message)
+
+
+def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
+    """Run an entry point; user errors become one line on stderr and exit status 2."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        main(argv)
+    except UserError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+# ----------------------------------------------------------------------------- arguments
+def str2bool(value: str | bool) -> bool:
+    """argparse type for the README's boolean flags: True/False, yes/no, 1/0, on/off."""
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("true", "yes", "y", "1", "on", "t"):
+        return True
+    if lowered in ("false", "no", "n", "0", "off", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def resolve_device(requested: str) -> torch.device:
+    """'auto' picks CUDA when present; 'cuda' without CUDA warns and falls back to the CPU."""
+    requested = requested.lower()
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn("CUDA was requested but is not available here; using the CPU.", stacklevel=2)
+        return torch.device("cpu")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        fail(f"unknown device {requested!r}: use cuda, cpu or auto")
+    return torch.device(requested)
+
+
+# ----------------------------------------------------------------------------- images
+def load_image(path: str | Path) -> Image.Image:
+    """Open any image file as 8-bit RGB, with its EXIF rotation applied."""
+    path = Path(path)
+    if not path.exists():
+        fail(f"{path} does not exist: check the path")
+    if path.is_dir():
+        fail(f"{path} is a directory, but an image file is expected")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit greyscale: scale to 8 bits rather than clipping at 255.
+                arr = np.asarray(img, dtype=np.float64)
+                img = Image.fromarray(np.clip(arr / 257.0, 0, 255).astype(np.uint8), "L")
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, rgba)
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as err:
+        fail(f"{path} is not a readable image ({err}): give a JPEG, PNG or other image file")
+    raise AssertionError("unreachable")
+
+
+def image_to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """RGB uint8 (PIL or HxWx3 array) -> float tensor 3xHxW in [0, 1]."""
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def tensor_to_array(tensor: torch.Tensor) -> np.ndarray:
+    """Float tensor 3xHxW (or 1x3xHxW) in [0, 1] -> RGB uint8 HxWx3, rounded."""
+    if tensor.dim() == 4:
+        tensor = tensor[0]
+    return (tensor.detach().float().clamp(0, 1).mul(255).round().byte()
+            .permute(1, 2, 0).cpu().numpy())
+
+
+def fit_within(width: int, height: int, max_size: int | None) -> tuple[int, int]:
+    """Size with the longer side scaled down to max_size (never up), aspect kept."""
+    if not max_size or max(width, height) <= max_size:
+        return width, height
+    scale = max_size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
+    """Square centre crop of the shorter side, resized to size x size."""
+    return ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC)
+
+
+def list_files(folder: str | Path, extensions: Iterable[str]) -> tuple[list[Path], list[Path]]:
+    """Files under folder (recursively) split into (matching extension, others), sorted."""
+    extensions = tuple(extensions)
+    matching, others = [], []
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            (matching if path.suffix.lower() in extensions else others).append(path)
+    return matching, others
+
+
+# ----------------------------------------------------------------------------- files
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call write(tmp_path), fsync, then rename over path: readers see old or new, never half.
+
+    The temporary file keeps path's extension so that writers choosing a format from the
+    name (PIL, OpenCV) still do.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_image(array: np.ndarray, path: str | Path) -> Path:
+    """Write an RGB uint8 array atomically; the format comes from the extension."""
+    image = Image.fromarray(array)
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    if fmt is None:
+        fail(f"cannot tell the image format of {path}: use a name ending in .png or .jpg")
+    if fmt == "JPEG":
+        return atomic_write(path, lambda tmp: image.save(tmp, format=fmt, quality=95))
+    return atomic_write(path, lambda tmp: image.save(tmp, format=fmt))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint safely: weights_only=True refuses pickles that would run code."""
+    path = Path(path)
+    if not path.exists():
+        fail(f"model file {path} does not exist: check --model_path")
+    if path.is_dir():
+        fail(f"{path} is a directory, but a model file (.pth.tar) is expected")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or unsafe files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        fail(f"{path} is not a loadable checkpoint ({first_line[:200]})")
+    if not isinstance(data, dict):
+        fail(f"{path} does not hold a checkpoint dictionary")
+    return data
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The stylizing network stored in a checkpoint, on device, in eval mode."""
+    from network.style_network import StylizingNetwork
+
+    checkpoint = read_checkpoint(path)
+    state = checkpoint.get("state_dict", checkpoint)
+    if "network" not in checkpoint or not isinstance(state, dict):
+        fail(f"{path} is not a checkpoint of this project (no network description); "
+             "train one with train.py")
+    model = StylizingNetwork(config.NetworkConfig.from_dict(checkpoint["network"]))
+    try:
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as err:
+        fail(f"{path} does not match the network it describes ({str(err).splitlines()[0]})")
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- frames
+def extract_frames(video_dir: str | Path, frames_dir: str | Path, every: int = 1,
+                   max_size: int | None = None, progress: bool = True) -> dict[str, int]:
+    """Save every `every`-th frame of each video in video_dir as JPEG in frames_dir.
+
+    Frames are named <video stem>_<frame index, 6 digits>.jpg, so they keep their order and
+    the video they came from. The videos themselves are only read. Returns frames per video.
+    """
+    import cv2
+    from tqdm import tqdm
+
+    video_dir, frames_dir = Path(video_dir), Path(frames_dir)
+    if not video_dir.is_dir():
+        fail(f"video folder {video_dir} does not exist: give the folder holding your videos")
+    if every < 1:
+        fail(f"every must be at least 1 (got {every})")
+    videos = sorted(p for p in video_dir.iterdir()
+                    if p.is_file() and p.suffix.lower() in config.VIDEO_EXTENSIONS)
+    if not videos:
+        fail(f"no videos in {video_dir} (looked for {', '.join(config.VIDEO_EXTENSIONS)})")
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    for video in tqdm(videos, desc="videos", unit="video", disable=not progress):
+        capture = cv2.VideoCapture(str(video))
+        if not capture.isOpened():
+            warnings.warn(f"skipping {video.name}: OpenCV cannot open it", stacklevel=2)
+            continue
+        saved, index = 0, 0
+        try:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                if index % every == 0:
+                    height, width = frame.shape[:2]
+                    size = fit_within(width, height, max_size)
+                    if size != (width, height):
+                        frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+                    target = frames_dir / f"{video.stem}_{index:06d}.jpg"
+                    atomic_write(target, lambda tmp, f=frame: cv2.imwrite(tmp, f, [cv2.IMWRITE_JPEG_QUALITY, 95]))
+                    saved += 1
+                index += 1
+        finally:
+            capture.release()
+        counts[video.name] = saved
+    return counts
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Utilities for the style-transfer toolkit.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    extract = commands.add_parser("extract-frames", help="extract training frames from videos")
+    extract.add_argument("--video_dir", required=True, help="folder holding the videos (read only)")
+    extract.add_argument("--frames_dir", required=True, help="folder the JPEG frames are written to")
+    extract.add_argument("--every", type=int, default=1, help="keep every Nth frame (default 1)")
+    extract.add_argument("--max_size", type=int, default=None,
+                         help="scale the longer side down to this many pixels (default: keep)")
+    extract.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    counts = extract_frames(args.video_dir, args.frames_dir, args.every, args.max_size)
+    for name, count in counts.items():
+        print(f"{name}: {count} frames")
+    print(f"{sum(counts.values())} frames in {args.frames_dir}")
+
+
+if __name__ == "__main__":
+    run_cli(_main)
