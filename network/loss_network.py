@@ -118,14 +118,20 @@ class LossNetwork(nn.Module):
     def train(self, mode: bool = True) -> "LossNetwork":
         return super().train(False)  # always frozen
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """Activations of `layers` (default: all requested at construction), stopping at the
+        deepest of them, so content targets (a shallow layer) cost only a few convolutions."""
+        wanted = set(layers or self.layers)
         x = (x * self.scale - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        wanted, out = set(self.layers), {}
+        out: dict[str, torch.Tensor] = {}
         for name, module in zip(self.names, self.features):
-            # torchvision's VGG uses inplace ReLUs; keep the conv output we hand back intact.
-            x = module(x) if not isinstance(module, nn.ReLU) else torch.relu(x)
+            # torchvision's VGG uses in-place ReLUs, which would overwrite the conv outputs that
+            # autograd saved; an out-of-place ReLU keeps them intact.
+            x = torch.relu(x) if isinstance(module, nn.ReLU) else module(x)
             if name in wanted:
                 out[name] = x
+                if len(out) == len(wanted):
+                    break
         return out
 
 

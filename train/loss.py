@@ -1,0 +1,84 @@
+"""Loss terms of perceptual style-transfer training, as pure functions of tensors.
+
+Images are N x 3 x H x W in [0, 1]; features are N x C x H x W activations of the loss
+network. Every term is computed in float32, also under autocast, and keeps the samples of a
+batch apart (Gram matrices are per sample).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _float32(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    return [t.float() for t in tensors]
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """Per-sample Gram matrices N x C x C, normalised by C*H*W, in float32.
+
+    Autocast is switched off here: in float16 the channel products of deep layers overflow
+    or underflow, so the Gram matrices would be wrong exactly where style lives.
+    """
+    n, c, h, w = features.shape
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        flat = features.float().reshape(n, c, h * w)
+        return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+def content_loss(output_features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of feature maps (Johnson et al. 2016, feature reconstruction)."""
+    output_features, target_features = _float32(output_features, target_features)
+    return F.mse_loss(output_features, target_features)
+
+
+def style_loss(output_features: Sequence[torch.Tensor],
+               style_grams: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Sum over layers of the mean squared difference between Gram matrices.
+
+    style_grams are the style image's Grams (1 x C x C each), computed once before training;
+    they are compared with every sample of the batch.
+    """
+    total = output_features[0].new_zeros((), dtype=torch.float32)
+    for features, target in zip(output_features, style_grams, strict=True):
+        grams = gram_matrix(features)
+        total = total + F.mse_loss(grams, target.float().expand_as(grams))
+    return total
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring pixels: discourages high-frequency noise."""
+    images = images.float()
+    dx = images[..., :, 1:] - images[..., :, :-1]
+    dy = images[..., 1:, :] - images[..., :-1, :]
+    return dx.pow(2).mean() + dy.pow(2).mean()
+
+
+def noise_loss(stylised: torch.Tensor, stylised_noisy: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the stylised frame and the stylised noisy frame.
+
+    A network that answers small input changes with small output changes flickers less on
+    video (the "popping reduction" of chainer fast-neuralstyle).
+    """
+    stylised, stylised_noisy = _float32(stylised, stylised_noisy)
+    return F.mse_loss(stylised, stylised_noisy)
+
+
+def make_noise_pattern(height: int, width: int, count: int, noise_range: float,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """A 1 x 1 x H x W pattern: `count` random pixels, each moved by U(-range, +range).
+
+    noise_range is on the 0-255 scale; the pattern is on the [0, 1] scale. A pixel drawn
+    twice collects both values, as repeated additions would.
+    """
+    positions = torch.randint(0, height * width, (count,), generator=generator)
+    values = (torch.rand(count, generator=generator) * 2 - 1) * (noise_range / 255.0)
+    pattern = torch.zeros(height * width).index_add_(0, positions, values)
+    return pattern.view(1, 1, height, width)
+
+
+def add_noise(images: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """Images plus the noise pattern on every channel, clipped to [0, 1]."""
+    return (images + pattern.to(images.device, images.dtype)).clamp_(0, 1)

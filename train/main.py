@@ -1,0 +1,324 @@
+"""train.py: flags -> one training loop for every device.
+
+Each step stylises a batch of content frames (and, with --lambda_noise > 0, the same frames
+with a fixed noise pattern, in the same forward call), measures content, style, total
+variation and noise losses through the frozen loss network, and takes an Adam step.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import signal
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torchvision.utils import make_grid
+from tqdm import tqdm
+
+import config
+from network.loss_network import LossNetwork, build_loss_network
+from network.style_network import StylizingNetwork
+from train import loss as L
+from train.dataset import ContentDataset, EpochSampler, load_style_image
+from train.report import LossLog
+from utils import (fail, read_checkpoint, resolve_device, save_checkpoint, save_image, str2bool,
+                   tensor_to_array)
+
+LOSS_TERMS = ("content", "style", "regu", "noise")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = config.TRAIN_DEFAULTS
+    p = argparse.ArgumentParser(
+        description="Train a feed-forward network for one style (perceptual losses over a frozen VGG).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default=d["device"],
+                   help="cuda, cpu, or auto (CUDA when present); cuda without a GPU falls back to the CPU")
+    p.add_argument("--num_workers", type=int, default=d["num_workers"],
+                   help="worker processes that decode and crop training images")
+    p.add_argument("--batch_size", type=int, default=d["batch_size"], help="images per training step")
+    p.add_argument("--img_size", type=int, default=d["img_size"],
+                   help="training images are centre-cropped and resized to img_size x img_size")
+    p.add_argument("--content_dir", required=True,
+                   help="folder of content images (searched recursively), e.g. extracted video frames")
+    p.add_argument("--style_path", required=True, help="the style image")
+    p.add_argument("--style_size", type=int, default=d["style_size"],
+                   help="the style image's longer side is scaled to this many pixels (0: as it is)")
+    p.add_argument("--model_dir", default=d["model_dir"], help="folder for checkpoints")
+    p.add_argument("--model_name", required=True,
+                   help="checkpoint file name in model_dir, e.g. mosaic.pth.tar")
+    p.add_argument("--load_model", type=str2bool, default=d["load_model"],
+                   help="resume from the newest checkpoint of model_name (model, optimizer, epoch, "
+                        "step; the learning rate comes from --lr); starts fresh if there is none")
+    p.add_argument("--save_model", type=str2bool, default=d["save_model"],
+                   help="write checkpoints (every save_freq batches and at each epoch's end)")
+    p.add_argument("--save_freq", type=int, default=d["save_freq"],
+                   help="every this many batches: a checkpoint and sample images")
+    p.add_argument("--train_output_dir", default=d["train_output_dir"],
+                   help="folder for sample images and the loss log and plot")
+    p.add_argument("--loss_net_choice", default=d["loss_net_choice"], choices=sorted(config.LOSS_LAYERS),
+                   help="loss network architecture")
+    p.add_argument("--loss_net_path", required=True,
+                   help="VGG weight file (Caffe features-only or torchvision layout; see README)")
+    p.add_argument("--loss_net_preprocess", default=d["loss_net_preprocess"],
+                   choices=["auto", *config.PREPROCESSING],
+                   help="input preprocessing of the loss network; auto picks it from the file's layout")
+    p.add_argument("--epochs", type=int, default=d["epochs"],
+                   help="epochs to train in this run; a resumed run first finishes the interrupted epoch")
+    p.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate")
+    p.add_argument("--lambda_content", type=float, default=d["lambda_content"], help="weight of the content loss")
+    p.add_argument("--lambda_style", type=float, default=d["lambda_style"], help="weight of the style loss")
+    p.add_argument("--lambda_regu", type=float, default=d["lambda_regu"],
+                   help="weight of the total-variation regulariser")
+    p.add_argument("--lambda_noise", type=float, default=d["lambda_noise"],
+                   help="weight of the noise (temporal stability) loss; 0 turns it off")
+    p.add_argument("--noise_per_img", type=int, default=d["noise_per_img"],
+                   help="number of random pixels that get noise in the noisy copy of each frame")
+    p.add_argument("--noise_range", type=int, default=d["noise_range"],
+                   help="noise is uniform in +-noise_range (0-255 scale), then the pixel is clipped")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seed of the initial weights, data order and noise pattern")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return p
+
+
+def validate(args: argparse.Namespace) -> None:
+    checks = [
+        (args.img_size >= 16, f"--img_size must be at least 16 (got {args.img_size})"),
+        (args.batch_size >= 1, f"--batch_size must be at least 1 (got {args.batch_size})"),
+        (args.num_workers >= 0, f"--num_workers must be 0 or more (got {args.num_workers})"),
+        (args.save_freq >= 1, f"--save_freq must be at least 1 (got {args.save_freq})"),
+        (args.epochs >= 1, f"--epochs must be at least 1 (got {args.epochs})"),
+        (args.lr > 0, f"--lr must be positive (got {args.lr})"),
+        (args.style_size >= 0, f"--style_size must be 0 or more (got {args.style_size})"),
+        (0 <= args.noise_range <= 255, f"--noise_range must be within 0-255 (got {args.noise_range})"),
+        (args.noise_per_img >= 0, f"--noise_per_img must be 0 or more (got {args.noise_per_img})"),
+    ]
+    checks += [(getattr(args, f"lambda_{t}") >= 0,
+                f"--lambda_{t} must be 0 or more (got {getattr(args, f'lambda_{t}')})") for t in LOSS_TERMS]
+    for ok, message in checks:
+        if not ok:
+            fail(message)
+
+
+@dataclass
+class Position:
+    """Where training stands: epochs completed, batches done in the current epoch, total steps."""
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+def model_stem(model_name: str) -> str:
+    return re.sub(r"(\.pth\.tar|\.pth|\.pt|\.tar)$", "", model_name)
+
+
+def checkpoint_files(model_dir: Path, model_name: str, kinds: str = "step|epoch") -> list[Path]:
+    """The run's rolling (<stem>_stepN) and per-epoch (<stem>_epochN) checkpoints, sorted."""
+    pattern = re.compile(rf"^{re.escape(model_stem(model_name))}_({kinds})\d+\.pth\.tar$")
+    return sorted(p for p in model_dir.glob("*.pth.tar") if pattern.match(p.name))
+
+
+def existing_checkpoints(model_dir: Path, model_name: str) -> list[Path]:
+    main_file = model_dir / model_name
+    return checkpoint_files(model_dir, model_name) + ([main_file] if main_file.is_file() else [])
+
+
+def newest_checkpoint(paths: list[Path]) -> tuple[Path, dict] | None:
+    best = None
+    for path in paths:
+        checkpoint = read_checkpoint(path)
+        if best is None or checkpoint.get("step", 0) > best[1].get("step", 0):
+            best = (path, checkpoint)
+    return best
+
+
+class StopFlag:
+    """Ctrl-C or SIGTERM asks the loop to stop after the current step (a second one aborts),
+    so the checkpoint written on the way out is never half an optimizer update."""
+
+    def __init__(self):
+        self.raised = False
+
+    def __call__(self, signum, frame):
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self)
+        signal.signal(signal.SIGTERM, self)
+
+
+def training_step(model: StylizingNetwork, loss_net: LossNetwork, images: torch.Tensor,
+                  style_grams: list[torch.Tensor], weights: dict[str, float],
+                  noise_pattern: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Total loss, the weighted-free terms, and the images for samples, for one batch."""
+    noisy_inputs = L.add_noise(images, noise_pattern) if noise_pattern is not None else None
+    inputs = images if noisy_inputs is None else torch.cat([images, noisy_inputs])
+    outputs = model(inputs)  # clean and noisy frames in one call: one pass over the weights
+    stylised, stylised_noisy = (outputs, None) if noisy_inputs is None else outputs.chunk(2)
+    with torch.no_grad():
+        targets = loss_net(images, layers["content"])
+    features = loss_net(stylised)
+    terms = {
+        "content": sum(L.content_loss(features[n], targets[n]) for n in layers["content"]),
+        "style": L.style_loss([features[n] for n in layers["style"]], style_grams),
+        "regu": L.total_variation(stylised),
+        "noise": (L.noise_loss(stylised, stylised_noisy) if stylised_noisy is not None
+                  else stylised.new_zeros((), dtype=torch.float32)),
+    }
+    total = sum(weights[t] * terms[t] for t in LOSS_TERMS)
+    shown = {"input": images, "output": stylised}
+    if noisy_inputs is not None:
+        shown.update(noisy_input=noisy_inputs, noisy_output=stylised_noisy)
+    return total, terms, shown
+
+
+def save_samples(shown: dict[str, torch.Tensor], path: Path) -> None:
+    """First sample of the batch: output, noisy output, input, noisy input, side by side."""
+    order = [k for k in ("output", "noisy_output", "input", "noisy_input") if k in shown]
+    grid = make_grid(torch.stack([shown[k][0].detach().float().clamp(0, 1) for k in order]), nrow=len(order))
+    save_image(tensor_to_array(grid), path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    validate(args)
+    device = resolve_device(args.device)
+    amp = device.type == "cuda"  # float16 autocast + gradient scaling where the hardware has it
+
+    dataset = ContentDataset(args.content_dir, args.img_size)
+    style_image = load_style_image(args.style_path, args.style_size).to(device)
+    loss_net = build_loss_network(args.loss_net_path, args.loss_net_choice,
+                                  args.loss_net_preprocess, device)
+    layers = config.LOSS_LAYERS[args.loss_net_choice]
+
+    model_dir, out_dir = Path(args.model_dir), Path(args.train_output_dir)
+    for folder, flag in ((model_dir, "--model_dir"), (out_dir, "--train_output_dir")):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            fail(f"cannot create {flag} {folder} ({err.strerror}): choose a writable folder")
+    stem = model_stem(args.model_name)
+    earlier = existing_checkpoints(model_dir, args.model_name)
+
+    torch.manual_seed(args.seed)
+    resumed = newest_checkpoint(earlier) if args.load_model else None
+    if args.load_model and resumed is None:
+        print(f"notice: no checkpoint of {args.model_name} in {model_dir} yet; starting fresh.")
+    if not args.load_model and earlier and args.save_model:
+        fail(f"{model_dir} already holds checkpoints of {args.model_name} ({earlier[-1].name}): pass "
+             "--load_model True to continue training it, or choose another --model_name")
+
+    net_cfg = config.NetworkConfig.from_dict(resumed[1]["network"]) if resumed else config.NetworkConfig()
+    model = StylizingNetwork(net_cfg).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    position = Position()
+    if resumed:
+        path, checkpoint = resumed
+        model.load_state_dict(checkpoint["state_dict"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint.get("scaler") and amp:
+            scaler.load_state_dict(checkpoint["scaler"])
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr  # the recipes change the learning rate between runs
+        position = Position(checkpoint["epoch"], checkpoint["batch"], checkpoint["step"])
+        if checkpoint.get("batch_size", args.batch_size) != args.batch_size and position.batch:
+            warnings.warn("--batch_size differs from the interrupted run's; the rest of that epoch "
+                          "will not visit exactly the images it would have", stacklevel=1)
+        print(f"resuming {path} at epoch {position.epoch + 1}, batch {position.batch}, step {position.step}")
+
+    with torch.no_grad():
+        style_features = loss_net(style_image, layers["style"])
+        style_grams = [L.gram_matrix(style_features[n]) for n in layers["style"]]  # once, not every step
+    noise_pattern = None
+    if args.lambda_noise > 0 and args.noise_per_img > 0:
+        generator = torch.Generator().manual_seed(args.seed)
+        noise_pattern = L.make_noise_pattern(args.img_size, args.img_size, args.noise_per_img,
+                                             args.noise_range, generator).to(device)
+    weights = {t: getattr(args, f"lambda_{t}") for t in LOSS_TERMS}
+    log = LossLog(out_dir, stem)
+    style_copy = out_dir / f"style_{Path(args.style_path).stem}.jpg"
+    if not style_copy.exists():
+        save_image(tensor_to_array(style_image), style_copy)
+
+    def checkpoint_dict() -> dict:
+        return {
+            "format_version": config.CHECKPOINT_FORMAT_VERSION,
+            "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if amp else {},
+            "network": net_cfg.to_dict(), "loss_net_choice": args.loss_net_choice,
+            "loss_net_preprocess": loss_net.preprocess,
+            "loss_weights": weights, "style_image": Path(args.style_path).name,
+            "img_size": args.img_size, "batch_size": args.batch_size, "seed": args.seed,
+            "epoch": position.epoch, "batch": position.batch, "step": position.step,
+        }
+
+    def save_rolling() -> None:
+        save_checkpoint(checkpoint_dict(), model_dir / f"{stem}_step{position.step:07d}.pth.tar")
+        for old in checkpoint_files(model_dir, args.model_name, "step")[:-config.KEEP_TEMP_CHECKPOINTS]:
+            old.unlink(missing_ok=True)
+
+    stop = StopFlag()
+    stop.install()
+    batches_per_epoch = math.ceil(len(dataset) / args.batch_size)
+    print(f"{len(dataset)} images, {batches_per_epoch} batches per epoch, on {device}"
+          + (" with float16 mixed precision" if amp else ""))
+    first_epoch = position.epoch
+    for epoch in range(first_epoch, first_epoch + args.epochs):
+        skip = position.batch * args.batch_size if epoch == first_epoch else 0
+        loader = DataLoader(dataset, batch_size=args.batch_size,
+                            sampler=EpochSampler(len(dataset), args.seed, epoch, skip),
+                            num_workers=args.num_workers, pin_memory=amp,
+                            persistent_workers=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}", total=batches_per_epoch,
+                   initial=position.batch, unit="batch", dynamic_ncols=True)
+        for images in bar:
+            images = images.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                total, terms, shown = training_step(model, loss_net, images, style_grams, weights,
+                                                    noise_pattern, layers)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            position.batch += 1
+            position.step += 1
+            log.add(position.step, {**{t: weights[t] * terms[t] for t in LOSS_TERMS}, "total": total})
+            if position.step % 10 == 0 or position.batch == 1:
+                bar.set_postfix(log.latest(), refresh=False)
+            if position.step % args.save_freq == 0:
+                save_samples(shown, out_dir / f"{stem}_e{epoch + 1}_s{position.step:07d}.jpg")
+                log.write()
+                if args.save_model:
+                    save_rolling()
+            if stop.raised:
+                bar.close()
+                interrupted(args, model_dir, position, checkpoint_dict, log)
+        bar.close()
+        position.epoch, position.batch = epoch + 1, 0
+        log.write()
+        if args.save_model:
+            save_checkpoint(checkpoint_dict(), model_dir / f"{stem}_epoch{position.epoch}.pth.tar")
+            save_checkpoint(checkpoint_dict(), model_dir / args.model_name)
+            print(f"epoch {position.epoch} done: saved {model_dir / args.model_name}")
+    print(f"training finished after {position.step} steps; losses in {log.csv_path}")
+
+
+def interrupted(args, model_dir: Path, position: Position, checkpoint_dict, log) -> None:
+    log.write()
+    if args.save_model:
+        path = save_checkpoint(checkpoint_dict(), model_dir / args.model_name)
+        print(f"\ninterrupted: saved {path} at epoch {position.epoch + 1}, batch {position.batch}; "
+              "resume with the same command and --load_model True", file=sys.stderr)
+    else:
+        print("\ninterrupted (--save_model False: nothing saved)", file=sys.stderr)
+    sys.exit(130)
