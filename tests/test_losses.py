@@ -1,0 +1,77 @@
+"""Known values for every loss term and the Gram matrix, batches of more than one included."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from train import loss as L
+
+
+def test_gram_matrix_known_values_per_sample():
+    features = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]],     # sample 0: C=2, H=1, W=2
+                             [[[0.0, 1.0]], [[1.0, 0.0]]]])    # sample 1
+    grams = L.gram_matrix(features)
+    # F F^T / (C*H*W) with C*H*W = 4, and no mixing of the two samples.
+    assert torch.allclose(grams[0], torch.tensor([[5.0, 11.0], [11.0, 25.0]]) / 4)
+    assert torch.allclose(grams[1], torch.tensor([[1.0, 0.0], [0.0, 1.0]]) / 4)
+
+
+def test_gram_matrix_is_float32_under_autocast():
+    features = torch.randn(2, 8, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        grams = L.gram_matrix(features.bfloat16())
+    assert grams.dtype == torch.float32
+    assert torch.allclose(grams, L.gram_matrix(features.bfloat16().float()))
+
+
+def test_content_loss_is_mean_squared_error():
+    a = torch.zeros(1, 2, 2, 2)
+    b = torch.full((1, 2, 2, 2), 3.0)
+    assert L.content_loss(a, b).item() == pytest.approx(9.0)
+    assert L.content_loss(b, b).item() == 0.0
+
+
+def test_style_loss_known_value_and_zero_for_the_style_itself():
+    features = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
+    target = torch.zeros(1, 2, 2)
+    expected = ((torch.tensor([5.0, 11.0, 11.0, 25.0]) / 4) ** 2).mean()
+    assert L.style_loss([features], [target]).item() == pytest.approx(expected.item())
+    assert L.style_loss([features], [L.gram_matrix(features)]).item() == 0.0
+
+
+def test_style_loss_of_a_batch_is_the_mean_over_its_samples():
+    torch.manual_seed(0)
+    layers = [torch.randn(3, 4, 5, 5), torch.randn(3, 6, 3, 3)]
+    targets = [L.gram_matrix(torch.randn(1, 4, 7, 7)), L.gram_matrix(torch.randn(1, 6, 4, 4))]
+    batch = L.style_loss(layers, targets)
+    singles = [L.style_loss([f[i:i + 1] for f in layers], targets) for i in range(3)]
+    assert batch.item() == pytest.approx(torch.stack(singles).mean().item(), rel=1e-6)
+
+
+def test_total_variation_known_value():
+    image = torch.zeros(1, 1, 2, 3)
+    image[..., :, 2] = 1.0  # a vertical edge between columns 1 and 2
+    # horizontal differences: [0, 1] in both rows -> mean 0.5; vertical differences all 0.
+    assert L.total_variation(image).item() == pytest.approx(0.5)
+    assert L.total_variation(torch.ones(2, 3, 4, 4)).item() == 0.0
+
+
+def test_noise_loss_is_mse_of_the_two_outputs():
+    a = torch.zeros(2, 3, 2, 2)
+    b = torch.full((2, 3, 2, 2), 0.5)
+    assert L.noise_loss(a, b).item() == pytest.approx(0.25)
+    assert L.noise_loss(a, a).item() == 0.0
+
+
+def test_noise_pattern_count_range_and_reproducibility():
+    pattern = L.make_noise_pattern(16, 16, 10, 200, torch.Generator().manual_seed(1))
+    again = L.make_noise_pattern(16, 16, 10, 200, torch.Generator().manual_seed(1))
+    assert pattern.shape == (1, 1, 16, 16)
+    assert torch.equal(pattern, again)
+    assert 1 <= int((pattern != 0).sum()) <= 10
+    assert pattern.abs().max() <= 2 * 200 / 255  # a pixel drawn twice can collect two values
+    images = torch.full((2, 3, 16, 16), 0.5)
+    noisy = L.add_noise(images, pattern)
+    assert noisy.min() >= 0 and noisy.max() <= 1
+    changed = (noisy != images).any(dim=1)  # the same pixels change in every channel and sample
+    assert torch.equal(changed[0], changed[1]) and torch.equal(changed[0], pattern[0, 0] != 0)

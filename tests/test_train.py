@@ -1,0 +1,192 @@
+"""train.py end to end on data the tests make, resuming, interruption, and the real check."""
+from __future__ import annotations
+
+import argparse
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+import config
+from conftest import (MEDIA, ROOT, STAND_IN_VGG, TINY_NETWORK, random_vgg_file, run_script,
+                      write_image, write_video)
+from network.loss_network import build_loss_network
+from network.style_network import StylizingNetwork
+from train import loss as L
+from train.main import training_step
+from utils import extract_frames, read_checkpoint, str2bool
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    frames = tmp_path / "frames"
+    for i, (w, h) in enumerate([(80, 60), (64, 64), (50, 90), (70, 41), (64, 48), (90, 70)]):
+        write_image(frames / ("sub" if i % 2 else "") / f"f{i}.png", w, h, seed=i)
+    (frames / "README.txt").write_text("not an image")
+    write_image(tmp_path / "style.png", 64, 64, seed=42)
+    random_vgg_file(tmp_path / "vgg16.pth", "VGG16", "caffe")
+    return tmp_path
+
+
+def train_args(ws: Path, *extra: str) -> list[str]:
+    return ["--content_dir", str(ws / "frames"), "--style_path", str(ws / "style.png"),
+            "--loss_net_path", str(ws / "vgg16.pth"), "--model_dir", str(ws / "models"),
+            "--train_output_dir", str(ws / "out"), "--model_name", "m.pth.tar",
+            "--img_size", "32", "--style_size", "64", "--batch_size", "2", "--save_freq", "2",
+            "--lambda_noise", "1e-2", "--noise_per_img", "50", "--device", "cpu", *extra]
+
+
+def test_train_stylize_and_resume(workspace):
+    ws = workspace
+    result = run_script("train.py", *train_args(ws, "--epochs", "1"))
+    assert result.returncode == 0, result.stderr
+    assert "skipping 1 non-image file(s)" in result.stderr
+    checkpoint = read_checkpoint(ws / "models" / "m.pth.tar")
+    assert {"state_dict", "optimizer", "network", "loss_net_choice", "loss_weights", "style_image",
+            "epoch", "step", "format_version"} <= set(checkpoint)
+    assert (checkpoint["epoch"], checkpoint["batch"], checkpoint["step"]) == (1, 0, 3)
+    assert checkpoint["style_image"] == "style.png"
+    assert checkpoint["loss_weights"]["noise"] == pytest.approx(1e-2)
+    assert (ws / "out" / "m_losses.png").stat().st_size > 0
+    with open(ws / "out" / "m_losses.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    sample = cv2.imread(str(ws / "out" / "m_e1_s0000002.jpg"))
+    assert sample.shape[1] > 3 * sample.shape[0]  # output, noisy output, input, noisy input
+
+    image = write_image(ws / "photo.png", 45, 37)
+    result = run_script("stylize.py", "--content_type", "image", "--source", str(image),
+                        "--model_path", str(ws / "models" / "m.pth.tar"), "--output_dir",
+                        str(ws / "styled"), "--output_name", "photo_out.png", "--real_time", "False")
+    assert result.returncode == 0, result.stderr
+    assert cv2.imread(str(ws / "styled" / "photo_out.png")).shape == (37, 45, 3)
+
+    video = write_video(ws / "clip.mp4", frames=7, width=62, height=46, fps=29.97)
+    result = run_script("stylize.py", "--content_type", "video", "--source", str(video),
+                        "--model_path", str(ws / "models" / "m.pth.tar"), "--output_dir",
+                        str(ws / "styled"), "--output_name", "clip_out.mp4", "--real_time", "False")
+    assert result.returncode == 0, result.stderr
+    capture = cv2.VideoCapture(str(ws / "styled" / "clip_out.mp4"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 7
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(29.97, abs=0.01)
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (62, 46)
+
+    result = run_script("train.py", *train_args(ws, "--epochs", "1", "--load_model", "yes", "--lr", "1e-4"))
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout
+    resumed = read_checkpoint(ws / "models" / "m.pth.tar")
+    assert (resumed["epoch"], resumed["step"]) == (2, 6)
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    rolling = sorted(p.name for p in (ws / "models").glob("m_step*.pth.tar"))
+    assert rolling == [f"m_step{s:07d}.pth.tar" for s in (2, 4, 6)][-config.KEEP_TEMP_CHECKPOINTS:]
+
+
+def test_load_model_without_a_checkpoint_starts_fresh(workspace):
+    result = run_script("train.py", *train_args(workspace, "--load_model", "True", "--save_freq", "100"))
+    assert result.returncode == 0, result.stderr
+    assert "no checkpoint of m.pth.tar" in result.stdout
+    assert read_checkpoint(workspace / "models" / "m.pth.tar")["step"] == 3
+
+
+def test_a_fresh_run_never_overwrites_a_trained_model(workspace):
+    (workspace / "models").mkdir()
+    (workspace / "models" / "m.pth.tar").write_bytes(b"precious")
+    result = run_script("train.py", *train_args(workspace))
+    assert result.returncode == 2
+    assert "--load_model True" in result.stderr and "Traceback" not in result.stderr
+    assert (workspace / "models" / "m.pth.tar").read_bytes() == b"precious"
+
+
+def test_cuda_request_without_cuda_falls_back_to_cpu(workspace):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    args = train_args(workspace, "--save_model", "False")
+    args[args.index("--device") + 1] = "cuda"
+    result = run_script("train.py", *args)
+    assert result.returncode == 0, result.stderr
+    assert "CUDA was requested but is not available" in result.stderr
+
+
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(workspace, tmp_path):
+    ws = workspace
+    for i in range(6, 30):  # enough batches that the interrupt lands mid-epoch
+        write_image(ws / "frames" / f"g{i}.png", 40, 40, seed=i)
+    common = ["--epochs", "2", "--seed", "7", "--save_freq", "3"]
+    straight = train_args(ws, *common)
+    straight[straight.index("--model_name") + 1] = "straight.pth.tar"
+    assert run_script("train.py", *straight).returncode == 0
+
+    args = train_args(ws, *common)
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((ws / "models").glob("m_step*.pth.tar")) and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted: saved" in err
+    saved = read_checkpoint(ws / "models" / "m.pth.tar")
+    assert 0 < saved["step"] < 30
+    result = run_script("train.py", *train_args(ws, *common, "--load_model", "True"))
+    assert result.returncode == 0, result.stderr
+
+    a = read_checkpoint(ws / "models" / "straight.pth.tar")
+    b = read_checkpoint(ws / "models" / "m.pth.tar")
+    assert a["step"] == b["step"] == 30
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_gradients_reach_only_the_stylizing_network(tmp_path):
+    torch.manual_seed(0)
+    model = StylizingNetwork(TINY_NETWORK)
+    loss_net = build_loss_network(random_vgg_file(tmp_path / "v.pth", "VGG16", "caffe"), "VGG16")
+    layers = config.LOSS_LAYERS["VGG16"]
+    style = torch.rand(1, 3, 32, 32)
+    grams = [L.gram_matrix(f) for f in loss_net(style, layers["style"]).values()]
+    weights = {"content": 1.0, "style": 1.0, "regu": 1.0, "noise": 1.0}
+    pattern = L.make_noise_pattern(32, 32, 20, 100, torch.Generator().manual_seed(0))
+    total, terms, shown = training_step(model, loss_net, torch.rand(2, 3, 32, 32), grams, weights,
+                                        pattern, layers)
+    total.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert all(p.grad is None for p in loss_net.parameters())
+    assert terms["noise"] > 0 and set(shown) == {"input", "output", "noisy_input", "noisy_output"}
+
+
+@pytest.mark.parametrize("text,value", [("True", True), ("false", False), ("yes", True), ("no", False),
+                                        ("1", True), ("0", False)])
+def test_boolean_flags(text, value):
+    assert str2bool(text) is value
+
+
+def test_bad_boolean_is_rejected():
+    with pytest.raises(argparse.ArgumentTypeError):
+        str2bool("maybe")
+
+
+@pytest.mark.skipif(not (STAND_IN_VGG.exists() and MEDIA.exists()), reason="needs ../shared weights and media")
+def test_training_on_real_frames_lowers_the_style_loss(tmp_path):
+    extract_frames(MEDIA / "video", tmp_path / "frames", every=10, max_size=128, progress=False)
+    result = run_script("train.py", "--content_dir", str(tmp_path / "frames"),
+                        "--style_path", str(MEDIA / "style" / "mosaic.jpg"), "--style_size", "256",
+                        "--loss_net_path", str(STAND_IN_VGG), "--model_dir", str(tmp_path / "m"),
+                        "--train_output_dir", str(tmp_path / "out"), "--model_name", "mosaic.pth.tar",
+                        "--img_size", "96", "--batch_size", "2", "--epochs", "4", "--save_freq", "1000",
+                        "--device", "cpu", timeout=600)
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "out" / "mosaic_losses.csv") as handle:
+        style = [float(r["style"]) for r in csv.DictReader(handle)]
+    first, last = sum(style[:5]) / 5, sum(style[-5:]) / 5
+    print(f"style loss: first 5 steps {first:.4g}, last 5 steps {last:.4g} ({len(style)} steps)")
+    assert last < 0.5 * first
