@@ -129,16 +129,28 @@ def list_files(folder: str | Path, extensions: Iterable[str]) -> tuple[list[Path
 
 
 # ----------------------------------------------------------------------------- files
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call write(tmp_path), fsync, then rename over path: readers see old or new, never half.
+def temp_file_beside(path: Path) -> str:
+    """An empty temporary file in path's folder (created if missing), to be renamed onto path.
 
-    The temporary file keeps path's extension so that writers choosing a format from the
-    name (PIL, OpenCV) still do.
+    It keeps path's extension, so writers choosing a format from the name (PIL, OpenCV)
+    still do, and gets the permissions of an ordinary new file rather than mkstemp's 0600.
     """
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call write(tmp_path), fsync, then rename over path: readers see old or new, never half.
+
+    The temporary file keeps path's extension (see temp_file_beside).
+    """
+    path = Path(path)
+    tmp = temp_file_beside(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:

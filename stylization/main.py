@@ -1,0 +1,187 @@
+"""stylize.py: flags -> content source -> processor -> sinks.
+
+Reading, stylising and writing run one after another in this thread for now; the three
+parts only meet in stylize_frames, so a batched, overlapped pipeline can replace that loop.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+import config
+from stylization.content_source.base import ContentSource
+from stylization.content_source.factory import create_source
+from stylization.enum_class import ContentType
+from stylization.paths import Job, find_inputs, plan_jobs
+from stylization.processor import Processor
+from stylization.sink import Display, ImageSink, VideoSink, display_available
+from utils import UserError, fail, load_model, resolve_device, str2bool
+
+MIN_MAX_SIZE = 16  # smaller frames carry too little for the network's 9x9 kernels
+IMAGE_SHOW_MS = 2000  # how long a stylised image stays on screen unless a key is pressed
+EXIT_INTERRUPTED = 130  # the shell's convention for a run ended by Ctrl-C
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = config.STYLIZE_DEFAULTS
+    p = argparse.ArgumentParser(
+        description="Stylise an image, a video or a webcam stream with a trained model.")
+    p.add_argument("--content_type", required=True, choices=[t.value for t in ContentType],
+                   help="what --source is")
+    p.add_argument("--source", required=True,
+                   help="image: an image file, a folder of images or a quoted glob pattern "
+                        "such as 'photos/*.jpg'; video: the same for video files; webcam: a "
+                        "camera index (0 is the first camera) or a stream URL or path")
+    p.add_argument("--device", default=d["device"],
+                   help="cuda, cpu, or auto (CUDA when present; the default); cuda without a GPU "
+                        "falls back to the CPU")
+    p.add_argument("--max_size", type=int, default=d["max_size"],
+                   help="scale frames down so their longer side is at most this many pixels "
+                        "(never up; default: keep the source's size)")
+    p.add_argument("--model_path", required=True, help="the trained model, e.g. trained_models/mosaic.pth.tar")
+    p.add_argument("--output_dir", default=d["output_dir"],
+                   help="folder for the stylised output, created if missing (default: %(default)s)")
+    p.add_argument("--output_name", default=None,
+                   help="file name of the output of a single source; the extension picks the "
+                        "format (default: <source>_<model>.png for images, .mp4 for videos)")
+    p.add_argument("--real_time", type=str2bool, default=d["real_time"],
+                   help="show the stylised output in a window as it is made (q or Esc stops); "
+                        "ignored with a warning when no display is available (default: %(default)s)")
+    p.add_argument("--save_output", type=str2bool, default=d["save_output"],
+                   help="save the stylised output in --output_dir (default: %(default)s)")
+    p.add_argument("--overwrite", type=str2bool, default=False,
+                   help="replace existing output files instead of picking a free name (inputs "
+                        "are never replaced; default: %(default)s)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return p
+
+
+@dataclass
+class Report:
+    """What a run saved, for the summary printed at its end."""
+
+    saved: list[Path] = field(default_factory=list)
+    partial: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def add(self, sink: ImageSink | VideoSink) -> None:
+        (self.partial if sink.partial else self.saved).append(sink.path)
+
+    def print(self) -> None:
+        for path in self.partial:
+            print(f"partial video (interrupted) saved to {path}")
+        if len(self.saved) > 10:
+            folders = sorted({str(p.parent) for p in self.saved})
+            print(f"{len(self.saved)} stylised files saved under {', '.join(folders)}")
+        else:
+            for path in self.saved:
+                print(f"saved {path}")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.max_size is not None and args.max_size < MIN_MAX_SIZE:
+        fail(f"--max_size must be at least {MIN_MAX_SIZE} (got {args.max_size})")
+    if not args.real_time and not args.save_output:
+        fail("--real_time and --save_output are both False: nothing would be shown or saved")
+
+
+def open_display(real_time: bool, save_output: bool) -> Display | None:
+    if not real_time:
+        return None
+    if display_available():
+        return Display()
+    if not save_output:
+        fail("no display available and --save_output is False: nothing would be shown or saved")
+    print("warning: no display available; --real_time ignored, output is still saved",
+          file=sys.stderr)
+    return None
+
+
+def open_sink(content_type: ContentType, path: Path, source: ContentSource) -> ImageSink | VideoSink:
+    if content_type is ContentType.IMAGE:
+        return ImageSink(path)
+    return VideoSink(path, source.fps, source.size)
+
+
+def stylize_frames(source: ContentSource, processor: Processor, sink: ImageSink | VideoSink | None,
+                   display: Display | None, progress: bool) -> bool:
+    """Stylise every frame of source into the sink and window; False if the user stopped."""
+    frames = source.frames()
+    if progress:
+        frames = tqdm(frames, total=source.frame_count, unit="frame", desc=source.label)
+    wait_ms = IMAGE_SHOW_MS if source.fps is None else 1
+    for _, frame in frames:
+        result = processor([frame])[0]
+        if sink is not None:
+            sink.write(result)
+        if display is not None and not display.show(result, wait_ms):
+            return False
+    return True
+
+
+def run_job(job: Job, content_type: ContentType, max_size: int | None, processor: Processor,
+            display: Display | None, progress: bool, report: Report) -> bool:
+    """Stylise one source; False if the user asked to stop the whole run."""
+    sink = None
+    try:
+        with create_source(content_type, job.source, max_size) as source, ExitStack() as stack:
+            if job.output is not None:
+                sink = stack.enter_context(open_sink(content_type, job.output, source))
+            return stylize_frames(source, processor, sink, display, progress)
+    finally:
+        # Also on Ctrl-C: the video sink has then saved what was done as a partial video.
+        if sink is not None and sink.saved:
+            report.add(sink)
+
+
+def run_jobs(jobs: list[Job], content_type: ContentType, max_size: int | None,
+             processor: Processor, display: Display | None, report: Report) -> None:
+    batch = len(jobs) > 1
+    for job in tqdm(jobs, unit="file", disable=not batch):
+        try:
+            keep_going = run_job(job, content_type, max_size, processor, display,
+                                 progress=not batch and content_type is not ContentType.IMAGE,
+                                 report=report)
+        except UserError as err:
+            if not batch:
+                raise
+            # One bad file should not cost the user the rest of a folder.
+            tqdm.write(f"warning: skipped: {err}", file=sys.stderr)
+            report.skipped.append(job.source)
+            continue
+        if not keep_going:
+            print("stopped by the user", file=sys.stderr)
+            return
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    content_type = ContentType(args.content_type)
+    output_dir = Path(args.output_dir) if args.save_output else None
+    inputs = find_inputs(content_type, args.source, output_dir)
+    device = resolve_device(args.device)
+    processor = Processor(load_model(args.model_path, device), device)
+    jobs, notes = plan_jobs(inputs, content_type, output_dir, args.output_name, args.model_path,
+                            args.overwrite)
+    for note in notes:
+        print(note)
+    display = open_display(args.real_time, args.save_output)
+    report = Report()
+    try:
+        run_jobs(jobs, content_type, args.max_size, processor, display, report)
+    except KeyboardInterrupt:
+        report.print()
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if display is not None:
+            display.close()
+    report.print()
+    if report.skipped:
+        fail(f"{len(report.skipped)} of {len(jobs)} files could not be stylised (see the warnings above)")

@@ -1,0 +1,309 @@
+"""stylize.py end to end on images, videos and streams the tests make, plus its parts."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, run_script, write_image, write_video
+from stylization.content_source.factory import create_source
+from stylization.enum_class import ContentType
+from stylization.processor import Processor
+from utils import image_to_tensor, load_model, tensor_to_array
+
+# Tiny frames gain nothing from threads, and spinning threads crawl on a busy 2-core machine.
+QUIET = {"OMP_NUM_THREADS": "1"}
+
+
+def stylize(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_script("stylize.py", *args, env={**QUIET, **(env or {})})
+
+
+def stylize_quietly(tiny_model: Path, out: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    """stylize.py with the test model, saving to out, and no window."""
+    return stylize("--model_path", str(tiny_model), "--output_dir", str(out),
+                   "--real_time", "False", *args, **kw)
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    """All frames of a video as RGB, and its fps."""
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), path
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames, fps
+
+
+def files_in(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+
+
+def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
+# ----------------------------------------------------------------------------- images
+def test_image_keeps_its_odd_size_and_saves_png_by_default(tmp_path, tiny_model, sample_image):
+    out = tmp_path / "out"
+    result = stylize_quietly(tiny_model, out, "--content_type", "image", "--source", str(sample_image))
+    assert result.returncode == 0, result.stderr
+    saved = out / "photo_tiny.png"
+    assert str(saved) in result.stdout
+    with Image.open(saved) as img:
+        assert img.format == "PNG" and img.size == (333, 251)
+    assert files_in(out) == {"photo_tiny.png"}  # no temporary files left behind
+
+
+def test_output_name_picks_the_format(tmp_path, tiny_model, sample_image):
+    out = tmp_path / "out"
+    result = stylize_quietly(tiny_model, out, "--content_type", "image", "--source", str(sample_image),
+                             "--output_name", "x.jpg")
+    assert result.returncode == 0, result.stderr
+    with Image.open(out / "x.jpg") as img:
+        assert img.format == "JPEG" and img.size == (333, 251)
+
+
+@pytest.mark.parametrize("max_size, expected", [(100, (100, 75)), (1000, (333, 251))])
+def test_max_size_scales_down_never_up(tmp_path, tiny_model, sample_image, max_size, expected):
+    out = tmp_path / "out"
+    result = stylize_quietly(tiny_model, out, "--content_type", "image", "--source", str(sample_image),
+                             "--max_size", str(max_size))
+    assert result.returncode == 0, result.stderr
+    with Image.open(out / "photo_tiny.png") as img:
+        assert img.size == expected
+
+
+def test_never_overwrites_the_input(tmp_path, tiny_model, sample_image):
+    before = sample_image.read_bytes()
+    for overwrite in ("False", "True"):
+        result = stylize_quietly(tiny_model, sample_image.parent, "--content_type", "image",
+                                 "--source", str(sample_image), "--output_name", sample_image.name,
+                                 "--overwrite", overwrite)
+        assert result.returncode == 2
+        assert "would overwrite the input" in result.stderr
+    assert sample_image.read_bytes() == before
+
+
+def test_existing_output_gets_a_free_name_unless_overwrite(tmp_path, tiny_model, sample_image):
+    out = tmp_path / "out"
+    args = ("--content_type", "image", "--source", str(sample_image))
+    assert stylize_quietly(tiny_model, out, *args).returncode == 0
+    second = stylize_quietly(tiny_model, out, *args)
+    assert second.returncode == 0, second.stderr
+    assert "photo_tiny_1.png" in second.stdout
+    third = stylize_quietly(tiny_model, out, *args, "--overwrite", "True")
+    assert third.returncode == 0, third.stderr
+    assert files_in(out) == {"photo_tiny.png", "photo_tiny_1.png"}
+
+
+def test_folder_and_glob_give_one_output_per_image_under_its_own_name(tmp_path, tiny_model):
+    photos = tmp_path / "photos"
+    write_image(photos / "a.png", 40, 30, seed=1)
+    write_image(photos / "b.jpg", 31, 45, seed=2)
+    write_image(photos / "nested" / "c.png", 36, 36, seed=3)
+    (photos / "notes.txt").write_text("not an image")
+
+    result = stylize_quietly(tiny_model, tmp_path / "from_folder", "--content_type", "image",
+                             "--source", str(photos))
+    assert result.returncode == 0, result.stderr
+    assert files_in(tmp_path / "from_folder") == {"a.png", "b.jpg", str(Path("nested") / "c.png")}
+    with Image.open(tmp_path / "from_folder" / "b.jpg") as img:
+        assert img.format == "JPEG" and img.size == (31, 45)
+
+    result = stylize_quietly(tiny_model, tmp_path / "from_glob", "--content_type", "image",
+                             "--source", str(photos / "*.png"))
+    assert result.returncode == 0, result.stderr
+    assert files_in(tmp_path / "from_glob") == {"a.png"}
+
+
+# ----------------------------------------------------------------------------- videos
+def test_video_keeps_frames_fps_size_and_stylises_the_first_frame(tmp_path, tiny_model):
+    # 98x66 is not a multiple of 4, and 29.97 fps must not become 29.
+    clip = write_video(tmp_path / "clip.mp4", frames=10, width=98, height=66, fps=30000 / 1001)
+    out = tmp_path / "out"
+    result = stylize_quietly(tiny_model, out, "--content_type", "video", "--source", str(clip))
+    assert result.returncode == 0, result.stderr
+    inputs, _ = read_video(clip)
+    outputs, fps = read_video(out / "clip_tiny.mp4")
+    assert len(outputs) == len(inputs) == 10
+    assert abs(fps - 29.97) < 0.01
+    assert outputs[0].shape == (66, 98, 3)
+    assert files_in(out) == {"clip_tiny.mp4"}
+
+    processor = Processor(load_model(tiny_model), "cpu")
+    first, last = processor([inputs[0]])[0], processor([inputs[-1]])[0]
+    assert mean_abs_diff(first, last) > 5  # the frames differ enough to tell them apart
+    assert mean_abs_diff(outputs[0], first) < mean_abs_diff(outputs[0], last) / 3
+
+
+def test_video_max_size_and_folder_of_videos(tmp_path, tiny_model):
+    videos = tmp_path / "videos"
+    write_video(videos / "a.mp4", frames=3, width=96, height=64)
+    write_video(videos / "b.avi", frames=2, width=64, height=64)
+    out = tmp_path / "out"
+    result = stylize_quietly(tiny_model, out, "--content_type", "video", "--source", str(videos),
+                             "--max_size", "48")
+    assert result.returncode == 0, result.stderr
+    assert files_in(out) == {"a.mp4", "b.mp4"}
+    frames, _ = read_video(out / "a.mp4")
+    assert len(frames) == 3 and frames[0].shape == (32, 48, 3)
+
+
+def test_ctrl_c_keeps_a_partial_video(tmp_path, tiny_model):
+    clip = write_video(tmp_path / "long.mp4", frames=600, width=64, height=48)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "stylize.py"), "--content_type", "video", "--source", str(clip),
+         "--model_path", str(tiny_model), "--output_dir", str(out), "--real_time", "False"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, **QUIET})
+    deadline = time.monotonic() + 60
+    while not any(out.glob(".long_tiny.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the temporary video appears once the first frame is decoded
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "partial" in stdout and "Traceback" not in stderr
+    frames, _ = read_video(out / "long_tiny.mp4")
+    assert 0 < len(frames) < 600
+    assert files_in(out) == {"long_tiny.mp4"}
+
+
+# ----------------------------------------------------------------------------- processor
+def test_processor_feeds_rgb_and_batches_like_single_frames(tiny_model):
+    model = load_model(tiny_model)
+    processor = Processor(model, "cpu")
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (30, 42, 3), dtype=np.uint8) for _ in range(2)]
+
+    with torch.inference_mode():
+        direct = tensor_to_array(model(image_to_tensor(frames[0])[None]))
+    np.testing.assert_array_equal(processor([frames[0]])[0], direct)
+
+    batch = processor(frames)
+    for frame, result in zip(frames, batch):
+        np.testing.assert_array_equal(result, processor([frame])[0])
+
+    red = np.zeros((32, 32, 3), np.uint8)
+    red[:, :16, 0] = 255  # structure, since instance norm erases a flat colour
+    assert mean_abs_diff(processor([red])[0], processor([red[..., ::-1].copy()])[0]) > 0
+
+
+def test_video_source_yields_rgb_from_the_first_frame(tmp_path):
+    clip = write_video(tmp_path / "clip.mp4", frames=4, width=64, height=48)
+    with create_source(ContentType.VIDEO, clip, max_size=32) as source:
+        frames = list(source.frames())
+        assert source.size == (32, 24) and source.fps == pytest.approx(25.0)
+    assert [index for index, _ in frames] == [0, 1, 2, 3]
+    # write_video paints a yellow square (BGR 255, 255, 0 = cyan in RGB): check channel order
+    expected, _ = read_video(clip)
+    assert frames[0][1].shape == (24, 32, 3)
+    big = cv2.resize(frames[0][1], (64, 48), interpolation=cv2.INTER_LINEAR)
+    assert mean_abs_diff(big, expected[0]) < mean_abs_diff(big, expected[0][..., ::-1])
+
+
+# ----------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("case", ["missing source", "missing model", "model is a folder",
+                                  "text as image", "garbage video", "empty video",
+                                  "empty folder", "small max_size", "nothing to do"])
+def test_user_errors_are_one_line_and_create_nothing(tmp_path, tiny_model, sample_image, case):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00not a video" * 50)
+    empty = write_video(tmp_path / "empty.mp4", frames=0, width=64, height=48)
+    (tmp_path / "nothing").mkdir()
+    content, source, model, extra = {
+        "missing source": ("image", tmp_path / "nope.png", tiny_model, []),
+        "missing model": ("image", sample_image, tmp_path / "nope.pth.tar", []),
+        "model is a folder": ("image", sample_image, tmp_path, []),
+        "text as image": ("image", notes, tiny_model, []),
+        "garbage video": ("video", garbage, tiny_model, []),
+        "empty video": ("video", empty, tiny_model, []),
+        "empty folder": ("image", tmp_path / "nothing", tiny_model, []),
+        "small max_size": ("image", sample_image, tiny_model, ["--max_size", "8"]),
+        "nothing to do": ("image", sample_image, tiny_model, ["--save_output", "False"]),
+    }[case]
+    out = tmp_path / "out"
+    result = stylize("--content_type", content, "--source", str(source), "--model_path", str(model),
+                     "--output_dir", str(out), "--real_time", "False", *extra)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0])
+    assert "Traceback" not in result.stderr
+    assert files_in(out) == set()
+
+
+def test_missing_camera_is_a_user_error(tmp_path, tiny_model):
+    result = stylize_quietly(tiny_model, tmp_path / "out", "--content_type", "webcam", "--source", "37")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: camera 37 could not be opened")
+    assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- display, webcam
+def headless_env(monkeypatch) -> None:
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_real_time_without_display_warns_and_still_saves(tmp_path, tiny_model, sample_video, monkeypatch):
+    headless_env(monkeypatch)
+    out = tmp_path / "out"
+    result = stylize("--content_type", "video", "--source", str(sample_video), "--model_path",
+                     str(tiny_model), "--output_dir", str(out), "--real_time", "True")
+    assert result.returncode == 0, result.stderr  # not 134: no window was attempted
+    assert "no display available" in result.stderr
+    assert len(read_video(out / "clip_tiny.mp4")[0]) == 12
+
+
+def test_webcam_mode_reads_a_stream_until_it_ends_and_records_it(tmp_path, tiny_model, sample_video,
+                                                                 monkeypatch):
+    headless_env(monkeypatch)
+    out = tmp_path / "out"
+    result = stylize("--content_type", "webcam", "--source", str(sample_video), "--model_path",
+                     str(tiny_model), "--output_dir", str(out))
+    assert result.returncode == 0, result.stderr
+    frames, fps = read_video(out / "clip_tiny.mp4")
+    assert len(frames) == 12 and abs(fps - 25.0) < 0.01
+
+
+@pytest.fixture
+def virtual_display():
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
+    server = subprocess.Popen(["Xvfb", ":99", "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    if server.poll() is not None:
+        pytest.skip("Xvfb could not start on :99")
+    yield ":99"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def test_real_time_on_a_virtual_display(tmp_path, tiny_model, sample_video, virtual_display):
+    out = tmp_path / "out"
+    result = stylize("--content_type", "video", "--source", str(sample_video), "--model_path",
+                     str(tiny_model), "--output_dir", str(out), "--real_time", "True",
+                     env={"DISPLAY": virtual_display, "QT_QPA_PLATFORM": "xcb"})
+    assert result.returncode == 0, result.stderr
+    assert "no display available" not in result.stderr
+    assert len(read_video(out / "clip_tiny.mp4")[0]) == 12
