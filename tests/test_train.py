@@ -129,14 +129,16 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(workspace, tmp
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not list((ws / "models").glob("m_step*.pth.tar")) and time.time() < deadline:
+    # Interrupt in the second epoch (15 batches each): the resumed run must finish the run as
+    # started, not train --epochs more.
+    while not list((ws / "models").glob("m_step00000[12]*.pth.tar")) and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "interrupted: saved" in err
     saved = read_checkpoint(ws / "models" / "m.pth.tar")
-    assert 0 < saved["step"] < 30
+    assert 15 < saved["step"] < 30 and saved["epoch"] == 1
     result = run_script("train.py", *train_args(ws, *common, "--load_model", "True"))
     assert result.returncode == 0, result.stderr
 

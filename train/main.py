@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["auto", *config.PREPROCESSING],
                    help="input preprocessing of the loss network; auto picks it from the file's layout")
     p.add_argument("--epochs", type=int, default=d["epochs"],
-                   help="epochs to train in this run; a resumed run first finishes the interrupted epoch")
+                   help="epochs to train in this run; resuming an interrupted run finishes that run instead")
     p.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate")
     p.add_argument("--lambda_content", type=float, default=d["lambda_content"], help="weight of the content loss")
     p.add_argument("--lambda_style", type=float, default=d["lambda_style"], help="weight of the style loss")
@@ -194,28 +194,28 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     amp = device.type == "cuda"  # float16 autocast + gradient scaling where the hardware has it
 
+    model_dir, out_dir = Path(args.model_dir), Path(args.train_output_dir)
+    stem = model_stem(args.model_name)
+    earlier = existing_checkpoints(model_dir, args.model_name) if model_dir.is_dir() else []
+    if not args.load_model and earlier and args.save_model:
+        fail(f"{model_dir} already holds checkpoints of {args.model_name} ({earlier[-1].name}): pass "
+             "--load_model True to continue training it, or choose another --model_name")
+    # Every input is checked before anything is written.
     dataset = ContentDataset(args.content_dir, args.img_size)
     style_image = load_style_image(args.style_path, args.style_size).to(device)
     loss_net = build_loss_network(args.loss_net_path, args.loss_net_choice,
                                   args.loss_net_preprocess, device)
     layers = config.LOSS_LAYERS[args.loss_net_choice]
-
-    model_dir, out_dir = Path(args.model_dir), Path(args.train_output_dir)
     for folder, flag in ((model_dir, "--model_dir"), (out_dir, "--train_output_dir")):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             fail(f"cannot create {flag} {folder} ({err.strerror}): choose a writable folder")
-    stem = model_stem(args.model_name)
-    earlier = existing_checkpoints(model_dir, args.model_name)
 
     torch.manual_seed(args.seed)
     resumed = newest_checkpoint(earlier) if args.load_model else None
     if args.load_model and resumed is None:
         print(f"notice: no checkpoint of {args.model_name} in {model_dir} yet; starting fresh.")
-    if not args.load_model and earlier and args.save_model:
-        fail(f"{model_dir} already holds checkpoints of {args.model_name} ({earlier[-1].name}): pass "
-             "--load_model True to continue training it, or choose another --model_name")
 
     net_cfg = config.NetworkConfig.from_dict(resumed[1]["network"]) if resumed else config.NetworkConfig()
     model = StylizingNetwork(net_cfg).to(device).train()
@@ -235,6 +235,13 @@ def main(argv: list[str] | None = None) -> None:
             warnings.warn("--batch_size differs from the interrupted run's; the rest of that epoch "
                           "will not visit exactly the images it would have", stacklevel=1)
         print(f"resuming {path} at epoch {position.epoch + 1}, batch {position.batch}, step {position.step}")
+    # An interrupted run is finished as it was started, so that repeating its command with
+    # --load_model True gives what the uninterrupted run would have; a finished one trains
+    # --epochs more (the recipes' one-epoch-per-run workflow).
+    end_epoch = position.epoch + args.epochs
+    if resumed and position.epoch < resumed[1].get("end_epoch", 0):
+        end_epoch = resumed[1]["end_epoch"]
+        print(f"finishing the interrupted run: epochs {position.epoch + 1} to {end_epoch}")
 
     with torch.no_grad():
         style_features = loss_net(style_image, layers["style"])
@@ -260,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
             "loss_weights": weights, "style_image": Path(args.style_path).name,
             "img_size": args.img_size, "batch_size": args.batch_size, "seed": args.seed,
             "epoch": position.epoch, "batch": position.batch, "step": position.step,
+            "end_epoch": end_epoch,
         }
 
     def save_rolling() -> None:
@@ -273,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(dataset)} images, {batches_per_epoch} batches per epoch, on {device}"
           + (" with float16 mixed precision" if amp else ""))
     first_epoch = position.epoch
-    for epoch in range(first_epoch, first_epoch + args.epochs):
+    for epoch in range(first_epoch, end_epoch):
         skip = position.batch * args.batch_size if epoch == first_epoch else 0
         loader = DataLoader(dataset, batch_size=args.batch_size,
                             sampler=EpochSampler(len(dataset), args.seed, epoch, skip),
