@@ -58,13 +58,20 @@ class VideoSink:
                  f"{', '.join(VIDEO_CODECS)}")
         self.path = path
         self.size = size
+        # The codecs behind these containers store 4:2:0 colour, which needs even sides; OpenCV
+        # would silently trim an odd side, so do it here, once, and say so.
+        self.encoded_size = (size[0] - size[0] % 2, size[1] - size[1] % 2)
+        if self.encoded_size != size:
+            print(f"note: {path.suffix} video needs even sizes; writing "
+                  f"{self.encoded_size[0]}x{self.encoded_size[1]} (the last odd row/column is dropped)",
+                  file=sys.stderr)
         self.frames_written = 0
         self.saved = False
         self.partial = False
         # The temporary name keeps the container extension: OpenCV picks the muxer from it.
         tmp = temp_file_beside(path)
         self._tmp = Path(tmp)
-        self._writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), fps, size)
+        self._writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), fps, self.encoded_size)
         if not self._writer.isOpened():
             self.discard()
             fail(f"OpenCV cannot write a {codec} video to {path}")
@@ -74,7 +81,7 @@ class VideoSink:
         if (width, height) != self.size:
             # OpenCV would silently drop a frame of another size.
             raise ValueError(f"frame of {width}x{height} for a {self.size[0]}x{self.size[1]} video")
-        self._writer.write(_to_bgr(frame))
+        self._writer.write(_to_bgr(frame[:self.encoded_size[1], :self.encoded_size[0]]))
         self.frames_written += 1
 
     def finish(self) -> Path | None:

@@ -19,6 +19,7 @@ from conftest import ROOT, run_script, write_image, write_video
 from stylization.content_source.factory import create_source
 from stylization.enum_class import ContentType
 from stylization.processor import Processor
+from stylization.sink import VideoSink
 from utils import image_to_tensor, load_model, tensor_to_array
 
 # Tiny frames gain nothing from threads, and spinning threads crawl on a busy 2-core machine.
@@ -150,6 +151,18 @@ def test_video_keeps_frames_fps_size_and_stylises_the_first_frame(tmp_path, tiny
     first, last = processor([inputs[0]])[0], processor([inputs[-1]])[0]
     assert mean_abs_diff(first, last) > 5  # the frames differ enough to tell them apart
     assert mean_abs_diff(outputs[0], first) < mean_abs_diff(outputs[0], last) / 3
+
+
+def test_odd_sized_video_keeps_every_frame_and_says_it_drops_the_odd_row(tmp_path, capsys):
+    # Network outputs keep odd sizes; 4:2:0 video cannot, so the sink trims one row/column.
+    frame = np.asarray(Image.open(write_image(tmp_path / "odd.png", 97, 65)))
+    with VideoSink(tmp_path / "odd.mp4", 25.0, (97, 65)) as sink:
+        for _ in range(4):
+            sink.write(frame)
+    assert "writing 96x64" in capsys.readouterr().err
+    outputs, _ = read_video(tmp_path / "odd.mp4")
+    assert len(outputs) == 4 and outputs[0].shape == (64, 96, 3)
+    assert mean_abs_diff(outputs[0], frame[:64, :96]) < 8
 
 
 def test_video_max_size_and_folder_of_videos(tmp_path, tiny_model):
