@@ -201,7 +201,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> torch.nn
 
     checkpoint = read_checkpoint(path)
     state = checkpoint.get("state_dict", checkpoint)
-    if "network" not in checkpoint or not isinstance(state, dict):
+    if ("network" not in checkpoint or not isinstance(state, dict)
+            or not all(isinstance(v, torch.Tensor) for v in state.values())):
         fail(f"{path} is not a checkpoint of this project (no network description); "
              "train one with train.py")
     model = StylizingNetwork(config.NetworkConfig.from_dict(checkpoint["network"]))
@@ -210,6 +211,21 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> torch.nn
     except RuntimeError as err:
         fail(f"{path} does not match the network it describes ({str(err).splitlines()[0]})")
     return model.to(device).eval()
+
+
+def finalize_model(src: str | Path, dst: str | Path, half: bool = True) -> Path:
+    """A stylisation-only copy of a training checkpoint: no optimizer state, and float16
+    weights when `half` (a quarter of the size; load_model returns float32 either way)."""
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve():
+        fail(f"{dst} is the checkpoint being read: give another destination")
+    checkpoint = read_checkpoint(src)
+    if "network" not in checkpoint:
+        fail(f"{src} is not a checkpoint of this project (no network description)")
+    slim = {k: v for k, v in checkpoint.items() if k not in ("optimizer", "scaler")}
+    slim["state_dict"] = {k: (v.half() if half and v.is_floating_point() else v)
+                          for k, v in checkpoint["state_dict"].items()}
+    return save_checkpoint(slim, dst)
 
 
 # ----------------------------------------------------------------------------- frames
@@ -270,7 +286,17 @@ def _main(argv: list[str] | None = None) -> None:
     extract.add_argument("--max_size", type=int, default=None,
                          help="scale the longer side down to this many pixels (default: keep)")
     extract.add_argument("--debug", action="store_true", help="show tracebacks")
+    final = commands.add_parser("finalize-model",
+                                help="copy a training checkpoint without optimizer state, for stylisation")
+    final.add_argument("src", help="checkpoint written by train.py")
+    final.add_argument("dst", help="where to write the stylisation-only copy")
+    final.add_argument("--half", type=str2bool, default=True, help="store weights in float16 (default True)")
+    final.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if args.command == "finalize-model":
+        path = finalize_model(args.src, args.dst, args.half)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+        return
     counts = extract_frames(args.video_dir, args.frames_dir, args.every, args.max_size)
     for name, count in counts.items():
         print(f"{name}: {count} frames")
