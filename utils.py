@@ -31,6 +31,8 @@ def fail(message: str) -> None:
 def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
     """Run an entry point; user errors become one line on stderr and exit status 2."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if not debug:  # warnings read as one line each, like errors
+        warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     try:
         main(argv)
     except UserError as err:

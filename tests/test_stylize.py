@@ -165,6 +165,21 @@ def test_odd_sized_video_keeps_every_frame_and_says_it_drops_the_odd_row(tmp_pat
     assert mean_abs_diff(outputs[0], frame[:64, :96]) < 8
 
 
+def test_video_damaged_midway_is_stylised_up_to_the_damage(tmp_path, tiny_model):
+    writer = cv2.VideoWriter(str(tmp_path / "full.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (96, 64))
+    for i in range(40):
+        writer.write(np.random.default_rng(i).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    writer.release()
+    data = (tmp_path / "full.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])  # the index says 40 frames
+    out = tmp_path / "out"
+    result = stylize_quietly(tiny_model, out, "--content_type", "video", "--source", str(tmp_path / "cut.avi"))
+    assert result.returncode == 0, result.stderr
+    decoded = len(read_video(out / "cut_tiny.mp4")[0])
+    assert 5 < decoded < 40
+    assert f"warning: cut: decoding stopped at frame {decoded} of the 40" in result.stderr
+
+
 def test_video_max_size_and_folder_of_videos(tmp_path, tiny_model):
     videos = tmp_path / "videos"
     write_video(videos / "a.mp4", frames=3, width=96, height=64)

@@ -1,6 +1,7 @@
 """Frames decoded by OpenCV: video files here, cameras and streams in webcam.py."""
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -64,6 +65,12 @@ class CaptureSource(ContentSource):
         while (frame := self._read()) is not None:
             yield index, scale_to(frame, self.size)
             index += 1
+        # Containers' frame counts are estimates (often off by one), so only a clear shortfall
+        # means the file is damaged; what decoded has been stylised.
+        if self.frame_count and index < self.frame_count - 1:
+            warnings.warn(f"{self.label}: decoding stopped at frame {index} of the "
+                          f"{self.frame_count} the file reports; the rest could not be decoded "
+                          "and the output ends there", stacklevel=2)
 
     def close(self) -> None:
         self._capture.release()
