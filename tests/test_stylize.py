@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, run_script, write_image, write_video
+from conftest import ROOT, random_vgg_file, run_script, write_image, write_video
 from stylization.content_source.factory import create_source
 from stylization.enum_class import ContentType
 from stylization.processor import Processor
@@ -53,6 +53,10 @@ def read_video(path: Path) -> tuple[list[np.ndarray], float]:
 
 def files_in(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -250,7 +254,9 @@ def test_video_source_yields_rgb_from_the_first_frame(tmp_path):
 # ----------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("case", ["missing source", "missing model", "model is a folder",
                                   "text as image", "garbage video", "empty video",
-                                  "empty folder", "small max_size", "nothing to do"])
+                                  "empty folder", "small max_size", "nothing to do",
+                                  "unsupported checkpoint", "truncated jpeg", "truncated mp4",
+                                  "output dir is a file", "output name is the source"])
 def test_user_errors_are_one_line_and_create_nothing(tmp_path, tiny_model, sample_image, case):
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
@@ -258,6 +264,13 @@ def test_user_errors_are_one_line_and_create_nothing(tmp_path, tiny_model, sampl
     garbage.write_bytes(b"\x00not a video" * 50)
     empty = write_video(tmp_path / "empty.mp4", frames=0, width=64, height=48)
     (tmp_path / "nothing").mkdir()
+    vgg = random_vgg_file(tmp_path / "vgg16.pth", "VGG16", "caffe")
+    cut_jpeg = tmp_path / "cut.jpg"
+    Image.open(sample_image).convert("RGB").save(cut_jpeg)
+    cut_jpeg.write_bytes(cut_jpeg.read_bytes()[:300])
+    clip = write_video(tmp_path / "clip.mp4", frames=5, width=64, height=48)
+    cut_mp4 = tmp_path / "cut.mp4"
+    cut_mp4.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
     content, source, model, extra = {
         "missing source": ("image", tmp_path / "nope.png", tiny_model, []),
         "missing model": ("image", sample_image, tmp_path / "nope.pth.tar", []),
@@ -268,15 +281,23 @@ def test_user_errors_are_one_line_and_create_nothing(tmp_path, tiny_model, sampl
         "empty folder": ("image", tmp_path / "nothing", tiny_model, []),
         "small max_size": ("image", sample_image, tiny_model, ["--max_size", "8"]),
         "nothing to do": ("image", sample_image, tiny_model, ["--save_output", "False"]),
+        "unsupported checkpoint": ("image", sample_image, vgg, []),
+        "truncated jpeg": ("image", cut_jpeg, tiny_model, []),
+        "truncated mp4": ("video", cut_mp4, tiny_model, []),
+        "output dir is a file": ("image", sample_image, tiny_model, ["--output_dir", str(notes)]),
+        "output name is the source": ("image", sample_image, tiny_model,
+                                      ["--output_dir", str(sample_image.parent),
+                                       "--output_name", sample_image.name]),
     }[case]
     out = tmp_path / "out"
+    before = snapshot(tmp_path)
     result = stylize("--content_type", content, "--source", str(source), "--model_path", str(model),
                      "--output_dir", str(out), "--real_time", "False", *extra)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0])
     assert "Traceback" not in result.stderr
-    assert files_in(out) == set()
+    assert snapshot(tmp_path) == before  # nothing written, nothing replaced
 
 
 def test_missing_camera_is_a_user_error(tmp_path, tiny_model):

@@ -192,3 +192,61 @@ def test_training_on_real_frames_lowers_the_style_loss(tmp_path):
     first, last = sum(style[:5]) / 5, sum(style[-5:]) / 5
     print(f"style loss: first 5 steps {first:.4g}, last 5 steps {last:.4g} ({len(style)} steps)")
     assert last < 0.5 * first
+
+
+def _bad_train_inputs(ws: Path) -> dict[str, tuple[list[str], str]]:
+    (ws / "empty").mkdir()
+    (ws / "notes.txt").write_text("not an image")
+    cut = ws / "cut.jpg"
+    cv2.imwrite(str(cut), cv2.imread(str(ws / "style.png")))
+    cut.write_bytes(cut.read_bytes()[:200])
+    random_vgg_file(ws / "vgg19.pth", "VGG19", "torchvision")
+
+    def with_(flag: str, value: str) -> list[str]:
+        args = train_args(ws)
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+        return args
+
+    return {
+        "missing content_dir": (with_("--content_dir", str(ws / "nope")), "does not exist"),
+        "content_dir is a file": (with_("--content_dir", str(ws / "notes.txt")), "is a file"),
+        "content_dir without images": (with_("--content_dir", str(ws / "empty")), "no images"),
+        "missing style": (with_("--style_path", str(ws / "nope.jpg")), "does not exist"),
+        "style is a folder": (with_("--style_path", str(ws / "frames")), "is a directory"),
+        "style is text": (with_("--style_path", str(ws / "notes.txt")), "not a readable image"),
+        "style is a truncated jpeg": (with_("--style_path", str(cut)), "not a readable image"),
+        "missing loss network": (with_("--loss_net_path", str(ws / "nope.pth")), "does not exist"),
+        "loss network is a folder": (with_("--loss_net_path", str(ws)), "is a directory"),
+        "VGG19 file as VGG16": (with_("--loss_net_path", str(ws / "vgg19.pth")), "holds VGG19 weights"),
+        "VGG16 file as VGG19": (with_("--loss_net_choice", "VGG19"), "holds VGG16 weights"),
+        "img_size below 16": (with_("--img_size", "8"), "--img_size must be at least 16"),
+        "batch_size below 1": (with_("--batch_size", "0"), "--batch_size must be at least 1"),
+        "negative lambda": (with_("--lambda_style", "-1"), "--lambda_style must be 0 or more"),
+        "negative lr": (with_("--lr", "-0.1"), "--lr must be positive"),
+        "noise_range above 255": (with_("--noise_range", "300"), "--noise_range must be within 0-255"),
+        "save_freq below 1": (with_("--save_freq", "0"), "--save_freq must be at least 1"),
+        "model_dir under a file": (with_("--model_dir", str(ws / "notes.txt" / "models")), "cannot create"),
+    }
+
+
+BAD_TRAIN_CASES = ["missing content_dir", "content_dir is a file", "content_dir without images",
+                   "missing style", "style is a folder", "style is text", "style is a truncated jpeg",
+                   "missing loss network", "loss network is a folder", "VGG19 file as VGG16",
+                   "VGG16 file as VGG19", "img_size below 16", "batch_size below 1", "negative lambda",
+                   "negative lr", "noise_range above 255", "save_freq below 1", "model_dir under a file"]
+
+
+@pytest.mark.parametrize("case", BAD_TRAIN_CASES)
+def test_bad_training_input_is_one_line_and_writes_nothing(workspace, case):
+    args, message = _bad_train_inputs(workspace)[case]
+    before = {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file()}
+    result = run_script("train.py", *args)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file()} == before
+    assert not (workspace / "models").exists() and not (workspace / "out").exists()
