@@ -149,6 +149,37 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(workspace, tmp
         assert torch.equal(value, b["state_dict"][key]), key
 
 
+def _start_and_wait_for_a_save(ws: Path, *extra: str) -> subprocess.Popen:
+    for i in range(6, 40):
+        write_image(ws / "frames" / f"g{i}.png", 40, 40, seed=i)
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(ws, *extra)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((ws / "models").glob("m_step*.pth.tar")) and time.time() < deadline:
+        time.sleep(0.05)
+    return process
+
+
+def test_sigterm_saves_a_resumable_checkpoint(workspace):
+    process = _start_and_wait_for_a_save(workspace, "--epochs", "3")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted: saved" in err
+    saved = read_checkpoint(workspace / "models" / "m.pth.tar")
+    assert saved["step"] >= 2 and saved["end_epoch"] == 3
+
+
+def test_kill_9_loses_at_most_the_batches_since_the_last_save(workspace):
+    process = _start_and_wait_for_a_save(workspace, "--epochs", "3")
+    process.kill()
+    process.communicate(timeout=60)
+    newest = max(int(p.name[len("m_step"):-len(".pth.tar")]) for p in (workspace / "models").glob("m_step*.pth.tar"))
+    result = run_script("train.py", *train_args(workspace, "--epochs", "3", "--load_model", "True"))
+    assert result.returncode == 0, result.stderr
+    assert f"step {newest}" in result.stdout  # resumed from the newest rolling checkpoint
+    assert read_checkpoint(workspace / "models" / "m.pth.tar")["step"] == 3 * 20
+
+
 def test_gradients_reach_only_the_stylizing_network(tmp_path):
     torch.manual_seed(0)
     model = StylizingNetwork(TINY_NETWORK)
