@@ -56,6 +56,8 @@ PREPROCESSING = {
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
+MODEL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar")  # stripped to name outputs after a model
+
 CHECKPOINT_FORMAT_VERSION = 1
 KEEP_TEMP_CHECKPOINTS = 3  # rolling checkpoints written every --save_freq batches
 

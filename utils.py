@@ -176,6 +176,15 @@ def save_image(array: np.ndarray, path: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- checkpoints
+def model_stem(model_path: str | Path) -> str:
+    """The model's name without its checkpoint suffix: mosaic.pth.tar -> mosaic."""
+    name = Path(model_path).name
+    for suffix in config.MODEL_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 

@@ -12,12 +12,11 @@ from pathlib import Path
 import config
 from stylization.content_source.webcam import stream_label
 from stylization.enum_class import ContentType
-from utils import fail, list_files
+from utils import fail, list_files, model_stem
 
 DEFAULT_SUFFIX = {ContentType.IMAGE: ".png", ContentType.VIDEO: ".mp4", ContentType.WEBCAM: ".mp4"}
 INPUT_EXTENSIONS = {ContentType.IMAGE: config.IMAGE_EXTENSIONS,
                     ContentType.VIDEO: config.VIDEO_EXTENSIONS}
-MODEL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar")
 
 
 @dataclass(frozen=True)
@@ -71,15 +70,6 @@ def find_inputs(content_type: ContentType, source: str, output_dir: Path | None 
         return Inputs(matching, batch=True)
     fail(f"{source} does not exist: check --source")
     raise AssertionError("unreachable")
-
-
-def model_stem(model_path: str | Path) -> str:
-    """mosaic.pth.tar -> mosaic."""
-    name = Path(model_path).name
-    for suffix in MODEL_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def _planned_name(inputs: Inputs, source: str, content_type: ContentType,

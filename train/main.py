@@ -26,8 +26,8 @@ from network.style_network import StylizingNetwork
 from train import loss as L
 from train.dataset import ContentDataset, EpochSampler, load_style_image
 from train.report import LossLog
-from utils import (fail, read_checkpoint, resolve_device, save_checkpoint, save_image, str2bool,
-                   tensor_to_array)
+from utils import (fail, model_stem, read_checkpoint, resolve_device, save_checkpoint, save_image,
+                   str2bool, tensor_to_array)
 
 LOSS_TERMS = ("content", "style", "regu", "noise")
 
@@ -112,10 +112,6 @@ class Position:
     epoch: int = 0
     batch: int = 0
     step: int = 0
-
-
-def model_stem(model_name: str) -> str:
-    return re.sub(r"(\.pth\.tar|\.pth|\.pt|\.tar)$", "", model_name)
 
 
 def checkpoint_files(model_dir: Path, model_name: str, kinds: str = "step|epoch") -> list[Path]:
@@ -285,8 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         skip = position.batch * args.batch_size if epoch == first_epoch else 0
         loader = DataLoader(dataset, batch_size=args.batch_size,
                             sampler=EpochSampler(len(dataset), args.seed, epoch, skip),
-                            num_workers=args.num_workers, pin_memory=amp,
-                            persistent_workers=False)
+                            num_workers=args.num_workers, pin_memory=amp)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}", total=batches_per_epoch,
                    initial=position.batch, unit="batch", dynamic_ncols=True)
         for images in bar:
