@@ -140,4 +140,5 @@ def build_loss_network(path: str | Path, arch: str, preprocess: str = "auto",
     weights, preprocess = read_vgg_weights(path, arch, preprocess)
     spec = config.LOSS_LAYERS[arch]
     layers = tuple(dict.fromkeys(spec["style"] + spec["content"]))
-    return LossNetwork(arch, weights, preprocess, layers).to(device)
+    memory_format = torch.channels_last if config.LOSS_NET_CHANNELS_LAST else torch.contiguous_format
+    return LossNetwork(arch, weights, preprocess, layers).to(device, memory_format=memory_format)

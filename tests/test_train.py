@@ -282,3 +282,27 @@ def test_bad_training_input_is_one_line_and_writes_nothing(workspace, case):
     assert "Traceback" not in result.stderr
     assert {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file()} == before
     assert not (workspace / "models").exists() and not (workspace / "out").exists()
+
+
+def test_bf16_training_runs_and_records_its_precision(workspace):
+    result = run_script("train.py", *train_args(workspace, "--precision", "bf16", "--save_freq", "100"))
+    assert result.returncode == 0, result.stderr
+    assert "in bf16" in result.stdout
+    assert "img/s" in result.stderr  # the progress bar counts images
+    checkpoint = read_checkpoint(workspace / "models" / "m.pth.tar")
+    assert checkpoint["precision"] == "bf16" and checkpoint["step"] == 3
+    assert all(v.dtype == torch.float32 for v in checkpoint["state_dict"].values())
+    assert checkpoint["scaler"] == {}  # bf16 needs no loss scaling
+
+
+def test_compiled_training_saves_plain_state_dict_keys(workspace, monkeypatch):
+    import train.main as train_main
+
+    # The eager backend goes through the same compiled wrappers without minutes of C++ compiling.
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module: compile_(module, backend="eager"))
+    monkeypatch.setattr(train_main.StopFlag, "install", lambda self: None)  # leave pytest's Ctrl-C alone
+    train_main.main(train_args(workspace, "--compile", "True", "--precision", "fp32"))
+    keys = read_checkpoint(workspace / "models" / "m.pth.tar")["state_dict"].keys()
+    assert keys == StylizingNetwork().state_dict().keys()
+    torch._dynamo.reset()

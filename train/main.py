@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 from tqdm import tqdm
@@ -26,8 +27,8 @@ from network.style_network import StylizingNetwork
 from train import loss as L
 from train.dataset import ContentDataset, EpochSampler, load_style_image
 from train.report import LossLog
-from utils import (fail, model_stem, read_checkpoint, resolve_device, save_checkpoint, save_image,
-                   str2bool, tensor_to_array)
+from utils import (autocast, fail, model_stem, precision_name, read_checkpoint, resolve_device,
+                   resolve_precision, save_checkpoint, save_image, str2bool, tensor_to_array)
 
 LOSS_TERMS = ("content", "style", "regu", "noise")
 
@@ -41,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cuda, cpu, or auto (CUDA when present); cuda without a GPU falls back to the CPU")
     p.add_argument("--num_workers", type=int, default=d["num_workers"],
                    help="worker processes that decode and crop training images")
+    p.add_argument("--precision", default=d["precision"], choices=config.PRECISION_CHOICES,
+                   help="autocast precision: auto is fp16 on CUDA, bf16 on CPUs with native bf16, "
+                        "else fp32; Gram matrices and losses stay float32")
+    p.add_argument("--compile", type=str2bool, default=d["compile"],
+                   help="torch.compile the networks: faster steps after a compile of a minute or more")
     p.add_argument("--batch_size", type=int, default=d["batch_size"], help="images per training step")
     p.add_argument("--img_size", type=int, default=d["img_size"],
                    help="training images are centre-cropped and resized to img_size x img_size")
@@ -151,11 +157,41 @@ class StopFlag:
         signal.signal(signal.SIGTERM, self)
 
 
-def training_step(model: StylizingNetwork, loss_net: LossNetwork, images: torch.Tensor,
+def style_targets(loss_net: LossNetwork, style_image: torch.Tensor,
+                  layers: dict[str, tuple[str, ...]]) -> list[torch.Tensor]:
+    """The style image's Gram matrices, in float32: computed once, not every step."""
+    with torch.no_grad():
+        features = loss_net(style_image, layers["style"])
+    return [L.gram_matrix(features[n]) for n in layers["style"]]
+
+
+def loss_terms(features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+               style_grams: list[torch.Tensor], stylised: torch.Tensor,
+               stylised_noisy: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
+               ) -> dict[str, torch.Tensor]:
+    """The unweighted loss terms, from the loss network's features of the stylised frames and
+    the content targets."""
+    return {
+        "content": sum(L.content_loss(features[n], targets[n]) for n in layers["content"]),
+        "style": L.style_loss([features[n] for n in layers["style"]], style_grams),
+        "regu": L.total_variation(stylised),
+        "noise": (L.noise_loss(stylised, stylised_noisy) if stylised_noisy is not None
+                  else stylised.new_zeros((), dtype=torch.float32)),
+    }
+
+
+def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    return sum(weights[t] * terms[t] for t in LOSS_TERMS)
+
+
+def training_step(model: nn.Module, loss_net: nn.Module, images: torch.Tensor,
                   style_grams: list[torch.Tensor], weights: dict[str, float],
                   noise_pattern: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Total loss, the weighted-free terms, and the images for samples, for one batch."""
+    """Total loss, the weighted-free terms, and the images for samples, for one batch.
+
+    model and loss_net are a StylizingNetwork and a LossNetwork, or their torch.compile'd
+    wrappers."""
     noisy_inputs = L.add_noise(images, noise_pattern) if noise_pattern is not None else None
     inputs = images if noisy_inputs is None else torch.cat([images, noisy_inputs])
     outputs = model(inputs)  # clean and noisy frames in one call: one pass over the weights
@@ -163,18 +199,35 @@ def training_step(model: StylizingNetwork, loss_net: LossNetwork, images: torch.
     with torch.no_grad():
         targets = loss_net(images, layers["content"])
     features = loss_net(stylised)
-    terms = {
-        "content": sum(L.content_loss(features[n], targets[n]) for n in layers["content"]),
-        "style": L.style_loss([features[n] for n in layers["style"]], style_grams),
-        "regu": L.total_variation(stylised),
-        "noise": (L.noise_loss(stylised, stylised_noisy) if stylised_noisy is not None
-                  else stylised.new_zeros((), dtype=torch.float32)),
-    }
-    total = sum(weights[t] * terms[t] for t in LOSS_TERMS)
+    terms = loss_terms(features, targets, style_grams, stylised, stylised_noisy, layers)
+    total = weighted_total(terms, weights)
     shown = {"input": images, "output": stylised}
     if noisy_inputs is not None:
         shown.update(noisy_input=noisy_inputs, noisy_output=stylised_noisy)
     return total, terms, shown
+
+
+def optimization_step(model: nn.Module, loss_net: nn.Module, optimizer: torch.optim.Optimizer,
+                      scaler: torch.amp.GradScaler, dtype: torch.dtype | None, images: torch.Tensor,
+                      style_grams: list[torch.Tensor], weights: dict[str, float],
+                      noise_pattern: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One update of model on one batch, in autocast dtype (None: float32); returns what
+    training_step returns. The scaler is enabled for float16 only."""
+    with autocast(images.device, dtype):
+        total, terms, shown = training_step(model, loss_net, images, style_grams, weights,
+                                            noise_pattern, layers)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return total, terms, shown
+
+
+def make_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """float16's narrow range needs loss scaling so small gradients do not flush to zero;
+    bfloat16 has float32's range and needs none."""
+    return torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
 
 
 def save_samples(shown: dict[str, torch.Tensor], path: Path) -> None:
@@ -188,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     validate(args)
     device = resolve_device(args.device)
-    amp = device.type == "cuda"  # float16 autocast + gradient scaling where the hardware has it
+    dtype = resolve_precision(args.precision, device)
 
     model_dir, out_dir = Path(args.model_dir), Path(args.train_output_dir)
     stem = model_stem(args.model_name)
@@ -216,13 +269,13 @@ def main(argv: list[str] | None = None) -> None:
     net_cfg = config.NetworkConfig.from_dict(resumed[1]["network"]) if resumed else config.NetworkConfig()
     model = StylizingNetwork(net_cfg).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = make_scaler(device, dtype)
     position = Position()
     if resumed:
         path, checkpoint = resumed
         model.load_state_dict(checkpoint["state_dict"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        if checkpoint.get("scaler") and amp:
+        if checkpoint.get("scaler") and scaler.is_enabled():
             scaler.load_state_dict(checkpoint["scaler"])
         for group in optimizer.param_groups:
             group["lr"] = args.lr  # the recipes change the learning rate between runs
@@ -239,9 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         end_epoch = resumed[1]["end_epoch"]
         print(f"finishing the interrupted run: epochs {position.epoch + 1} to {end_epoch}")
 
-    with torch.no_grad():
-        style_features = loss_net(style_image, layers["style"])
-        style_grams = [L.gram_matrix(style_features[n]) for n in layers["style"]]  # once, not every step
+    style_grams = style_targets(loss_net, style_image, layers)
     noise_pattern = None
     if args.lambda_noise > 0 and args.noise_per_img > 0:
         generator = torch.Generator().manual_seed(args.seed)
@@ -257,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
         return {
             "format_version": config.CHECKPOINT_FORMAT_VERSION,
             "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if amp else {},
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "precision": precision_name(dtype),
             "network": net_cfg.to_dict(), "loss_net_choice": args.loss_net_choice,
             "loss_net_preprocess": loss_net.preprocess,
             "loss_weights": weights, "style_image": Path(args.style_path).name,
@@ -271,28 +323,29 @@ def main(argv: list[str] | None = None) -> None:
         for old in checkpoint_files(model_dir, args.model_name, "step")[:-config.KEEP_TEMP_CHECKPOINTS]:
             old.unlink(missing_ok=True)
 
+    # Compiled wrappers share the modules' parameters; checkpoints save the modules themselves,
+    # so their keys never get the wrappers' "_orig_mod." prefix.
+    step_model, step_loss_net = ((torch.compile(model), torch.compile(loss_net)) if args.compile
+                                 else (model, loss_net))
     stop = StopFlag()
     stop.install()
     batches_per_epoch = math.ceil(len(dataset) / args.batch_size)
-    print(f"{len(dataset)} images, {batches_per_epoch} batches per epoch, on {device}"
-          + (" with float16 mixed precision" if amp else ""))
+    print(f"{len(dataset)} images, {batches_per_epoch} batches per epoch, on {device} "
+          f"in {precision_name(dtype)}" + (", compiled" if args.compile else ""))
     first_epoch = position.epoch
     for epoch in range(first_epoch, end_epoch):
         skip = position.batch * args.batch_size if epoch == first_epoch else 0
         loader = DataLoader(dataset, batch_size=args.batch_size,
                             sampler=EpochSampler(len(dataset), args.seed, epoch, skip),
-                            num_workers=args.num_workers, pin_memory=amp)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}", total=batches_per_epoch,
-                   initial=position.batch, unit="batch", dynamic_ncols=True)
-        for images in bar:
+                            num_workers=args.num_workers, pin_memory=device.type == "cuda")
+        # Counted in images, so the rate reads images/s whatever the batch size.
+        bar = tqdm(desc=f"epoch {epoch + 1}", total=len(dataset), initial=skip, unit="img",
+                   dynamic_ncols=True)
+        for images in loader:
             images = images.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                total, terms, shown = training_step(model, loss_net, images, style_grams, weights,
-                                                    noise_pattern, layers)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            total, terms, shown = optimization_step(step_model, step_loss_net, optimizer, scaler, dtype,
+                                                    images, style_grams, weights, noise_pattern, layers)
+            bar.update(len(images))
             position.batch += 1
             position.step += 1
             log.add(position.step, {**{t: weights[t] * terms[t] for t in LOSS_TERMS}, "total": total})
