@@ -127,13 +127,19 @@ class Bench:
             times.append((time.perf_counter() - start, len(images)))
         return images_per_second(times, self.args.warmup)
 
-    def project(self, precision: str, compiled: bool) -> tuple[str, float, float, dict[str, float]]:
-        """(precision used, images/s, first step's seconds, float32 losses after --steps)."""
+    def project(self, precision: str, compiled: bool, nchw: bool,
+                ) -> tuple[str, float, float, dict[str, float]]:
+        """(precision used, images/s, first step's seconds, float32 losses after --steps).
+        nchw: the loss network in NCHW memory instead of config.LOSS_NET_CHANNELS_LAST's."""
         model, optimizer = self.fresh_model()
         dtype = resolve_precision(precision, self.device)
         scaler = make_scaler(self.device, dtype)
-        step_model, step_loss_net = ((torch.compile(model), torch.compile(self.loss_net)) if compiled
-                                     else (model, self.loss_net))
+        loss_net = self.loss_net
+        if nchw:
+            loss_net = build_loss_network(self.args.loss_net_path, "VGG16", "auto", self.device)
+            loss_net = loss_net.to(memory_format=torch.contiguous_format)
+        step_model, step_loss_net = ((torch.compile(model), torch.compile(loss_net)) if compiled
+                                     else (model, loss_net))
         times = []
         for k in range(self.args.steps):
             images = self.batch(k)
@@ -143,7 +149,7 @@ class Bench:
                               self.grams, self.weights, self.noise, self.layers)
             synchronize(self.device)
             times.append((time.perf_counter() - start, len(images)))
-            print(f"  {precision_name(dtype)}{' compiled' if compiled else ''}: step {k + 1}/"
+            print(f"  {precision_name(dtype)}{' compiled' if compiled else ''}{' nchw' if nchw else ''}: step {k + 1}/"
                   f"{self.args.steps} {times[-1][0]:.2f} s", end="\r", file=sys.stderr, flush=True)
         print(file=sys.stderr)
         return precision_name(dtype), images_per_second(times, self.args.warmup), times[0][0], self.score(model)
@@ -177,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="precisions of the project's step (default: fp32 and bf16 on a CPU, "
                         "fp32, fp16 and bf16 on CUDA)")
     p.add_argument("--compile", action="store_true", help="also run each precision under torch.compile")
+    p.add_argument("--nchw", action="store_true",
+                   help="also run each precision with the loss network in NCHW memory (checks "
+                        "config.LOSS_NET_CHANNELS_LAST)")
     return p
 
 
@@ -190,9 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device {bench.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"img_size {args.img_size}, batch {args.batch_size}, {len(bench.frames)} frames", file=sys.stderr)
     baseline = bench.straightforward()
-    variants = [(p, c) for c in ([False, True] if args.compile else [False]) for p in precisions]
-    runs = [(compiled, *bench.project(p, compiled)) for p, compiled in variants]
-    reference = next((r[4] for r in runs if r[1] == "fp32" and not r[0]), None)
+    variants = [(p, False, False) for p in precisions]
+    variants += [(p, False, True) for p in precisions if args.nchw]
+    variants += [(p, True, False) for p in precisions if args.compile]
+    runs = [(compiled, nchw, *bench.project(p, compiled, nchw)) for p, compiled, nchw in variants]
+    reference = next((r[5] for r in runs if r[2] == "fp32" and not (r[0] or r[1])), None)
 
     def versus(losses: dict[str, float], name: str) -> str:
         return f"{100 * (losses[name] / reference[name] - 1):+.1f}%" if reference else "-"
@@ -201,8 +212,9 @@ def main(argv: list[str] | None = None) -> None:
           f"style after {args.steps} | content after {args.steps} | style vs fp32 | content vs fp32 |")
     print("| :-- | :-- | --: | --: | --: | --: | --: | --: | --: |")
     print(f"| straightforward | fp32 | {baseline:.2f} | 1.00x | - | - | - | - | - |")
-    for compiled, name, rate, first, losses in runs:
-        print(f"| project{' + compile' if compiled else ''} | {name} | {rate:.2f} | {rate / baseline:.2f}x | "
+    for compiled, nchw, name, rate, first, losses in runs:
+        label = "project" + (" + compile" if compiled else "") + (", loss net NCHW" if nchw else "")
+        print(f"| {label} | {name} | {rate:.2f} | {rate / baseline:.2f}x | "
               f"{first:.1f} | {losses['style']:.4g} | {losses['content']:.4g} | "
               f"{versus(losses, 'style')} | {versus(losses, 'content')} |")
 
