@@ -14,6 +14,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -363,13 +364,16 @@ def main(argv: list[str] | None = None) -> None:
         position.epoch, position.batch = epoch + 1, 0
         log.write()
         if args.save_model:
-            save_checkpoint(checkpoint_dict(), model_dir / f"{stem}_epoch{position.epoch}.pth.tar")
-            save_checkpoint(checkpoint_dict(), model_dir / args.model_name)
+            checkpoint = checkpoint_dict()
+            save_checkpoint(checkpoint, model_dir / f"{stem}_epoch{position.epoch}.pth.tar")
+            save_checkpoint(checkpoint, model_dir / args.model_name)
             print(f"epoch {position.epoch} done: saved {model_dir / args.model_name}")
     print(f"training finished after {position.step} steps; losses in {log.csv_path}")
 
 
-def interrupted(args, model_dir: Path, position: Position, checkpoint_dict, log) -> None:
+def interrupted(args: argparse.Namespace, model_dir: Path, position: Position,
+                checkpoint_dict: Callable[[], dict], log: LossLog) -> None:
+    """Save where training stands and exit with the shell's status for Ctrl-C."""
     log.write()
     if args.save_model:
         path = save_checkpoint(checkpoint_dict(), model_dir / args.model_name)
