@@ -31,8 +31,8 @@ from network.loss_network import LossNetwork, build_loss_network  # noqa: E402
 from network.style_network import StylizingNetwork  # noqa: E402
 from train import loss as L  # noqa: E402
 from train.dataset import ContentDataset, EpochSampler, load_style_image  # noqa: E402
-from train.main import (loss_terms, make_scaler, optimization_step, style_targets,  # noqa: E402
-                        training_step, weighted_total)
+from train.main import (LOSS_TERMS, loss_terms, make_scaler, optimization_step,  # noqa: E402
+                        style_targets, training_step, weighted_total)
 from utils import precision_name, resolve_device, resolve_precision  # noqa: E402
 
 EVAL_BATCHES = 8  # batches of the first epoch on which every trained model is scored
@@ -99,7 +99,7 @@ class Bench:
         generator = torch.Generator().manual_seed(d["seed"])
         self.noise = L.make_noise_pattern(args.img_size, args.img_size, d["noise_per_img"],
                                           d["noise_range"], generator).to(self.device)
-        self.weights = {t: d[f"lambda_{t}"] for t in ("content", "style", "regu", "noise")}
+        self.weights = {t: d[f"lambda_{t}"] for t in LOSS_TERMS}
 
     def batch(self, k: int) -> torch.Tensor:
         return torch.stack([self.frames[i] for i in self.order[k]]).to(self.device)
