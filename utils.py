@@ -38,7 +38,10 @@ def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = N
     except UserError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        # Under torchrun the processes of one machine read the same flags and files, so they
+        # meet the same problems: its first process says it once.
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
 
