@@ -65,6 +65,9 @@ def join(device: torch.device) -> Cluster:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Cluster(device=device)
+    if "RANK" not in os.environ or "LOCAL_RANK" not in os.environ:
+        fail(f"WORLD_SIZE is {world_size} but RANK or LOCAL_RANK is not set: start train.py with "
+             "torchrun, which sets them (or unset WORLD_SIZE)")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     if rank != 0:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
