@@ -354,7 +354,8 @@ def _main(argv: list[str] | None = None) -> None:
     export.add_argument("model", help="a model stylize.py runs: a train.py checkpoint, the original "
                                       "project's .pth.tar or a pytorch/examples .pth file")
     export.add_argument("--output_dir", default=None,
-                        help="folder for <model>.onnx and <model>.torchscript.pt (default: the model's folder)")
+                        help="folder for <model>.onnx and <model>.torchscript.pt "
+                             "(default: the model's folder)")
     export.add_argument("--formats", nargs="+", choices=list(config.EXPORT_FORMATS),
                         default=list(config.EXPORT_FORMATS), help="what to export (default: all)")
     export.add_argument("--overwrite", type=str2bool, default=False,

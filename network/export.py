@@ -109,7 +109,8 @@ def export_model(src: str | Path, output_dir: str | Path | None = None,
             except Exception as err:  # exporters raise many types; the message is what helps
                 first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 fail(f"exporting to {fmt} failed ({first_line[:200]}); --debug shows the traceback")
-            difference = (result - expected).abs().max().item() if result.shape == expected.shape else float("inf")
+            same_shape = result.shape == expected.shape
+            difference = (result - expected).abs().max().item() if same_shape else float("inf")
             if not difference <= config.EXPORT_TOLERANCE:  # also catches NaN
                 fail(f"the {fmt} export differs from PyTorch by {difference:.3g} (more than "
                      f"{config.EXPORT_TOLERANCE}) on a {'x'.join(map(str, sample.shape))} sample: "

@@ -66,7 +66,8 @@ class OriginalNetwork(nn.Module):
         super().__init__()
         first, middle, last = WIDTHS
         self.initial_block = ConvNorm(3, first)
-        self.down_blocks = nn.ModuleList([ConvNorm(first, middle, stride=2), ConvNorm(middle, last, stride=2)])
+        self.down_blocks = nn.ModuleList([ConvNorm(first, middle, stride=2),
+                                          ConvNorm(middle, last, stride=2)])
         self.res_blocks = nn.ModuleList([PlainBlock(last) for _ in range(RES_BLOCKS)])
         self.up_blocks = nn.ModuleList([UpBlock(last, middle), UpBlock(middle, first)])
         self.final_block = ConvNorm(first, 3)

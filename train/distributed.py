@@ -25,6 +25,8 @@ from utils import fail
 
 @dataclass(frozen=True)
 class Cluster:
+    """This process's place among those torchrun started, and the device it trains on."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -39,7 +41,8 @@ class Cluster:
         """model as the training step should call it: gradients averaged over the group."""
         if self.world_size == 1:
             return model
-        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
 
     def agree(self, terms: dict[str, torch.Tensor], stop: bool) -> tuple[dict[str, torch.Tensor], bool]:
         """The loss terms averaged over the group (what the log shows: the whole step's batch),
@@ -76,8 +79,9 @@ def join(device: torch.device) -> Cluster:
     if device.type == "cuda":
         local_size = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
         if local_size > torch.cuda.device_count():
-            fail(f"torchrun started {local_size} processes on this machine but it has "
-                 f"{torch.cuda.device_count()} GPU(s): pass --nproc_per_node {torch.cuda.device_count()} or fewer")
+            gpus = torch.cuda.device_count()
+            fail(f"torchrun started {local_size} processes on this machine but it has {gpus} GPU(s): "
+                 f"pass --nproc_per_node {gpus} or fewer")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

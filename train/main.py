@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     stop.install()
     per_epoch = math.ceil(len(dataset) / cluster.world_size) * cluster.world_size  # see EpochSampler
     batches_per_epoch = math.ceil(per_epoch / effective_batch)
-    processes = f" ({cluster.world_size} processes x --batch_size {args.batch_size})" if cluster.world_size > 1 else ""
+    processes = (f" ({cluster.world_size} processes x --batch_size {args.batch_size})"
+                 if cluster.world_size > 1 else "")
     print(f"{len(dataset)} images, {batches_per_epoch} batches per epoch, effective batch size "
           f"{effective_batch}{processes}, on {device} in {precision_name(dtype)}"
           + (", compiled" if args.compile else ""))
