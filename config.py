@@ -68,6 +68,14 @@ MODEL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar")  # stripped to name outputs
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 
+# `python utils.py export`: file name endings of each format, and the check against PyTorch.
+EXPORT_FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+ONNX_OPSET = 18  # ONNX Runtime runs opset 18 from version 1.14 on
+EXPORT_EXAMPLE_SIZE = (64, 64)  # height, width the export traces at
+# Checked on another batch size and odd sides, so a graph that froze the traced shape fails.
+EXPORT_CHECK_SHAPE = (2, 3, 71, 97)
+EXPORT_TOLERANCE = 1e-3  # largest difference allowed on the [0, 1] scale: a quarter of an 8-bit level
+
 CHECKPOINT_FORMAT_VERSION = 1
 KEEP_TEMP_CHECKPOINTS = 3  # rolling checkpoints written every --save_freq batches
 
