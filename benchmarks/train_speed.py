@@ -158,8 +158,11 @@ class Bench:
             print(f"  {precision_name(dtype)}{' compiled' if compiled else ''}{' nchw' if nchw else ''} "
                   f"seed {seed}: step {k + 1}/"
                   f"{self.args.steps} {times[-1][0]:.2f} s", end="\r", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
-        return precision_name(dtype), images_per_second(times, self.args.warmup), times[0][0], self.score(model)
+        losses = self.score(model)
+        # Each run's result as soon as it is known: a long run stopped early keeps what it has.
+        print(f"\n  -> {images_per_second(times, self.args.warmup):.2f} images/s, style {losses['style']:.4g}, "
+              f"content {losses['content']:.4g}", file=sys.stderr)
+        return precision_name(dtype), images_per_second(times, self.args.warmup), times[0][0], losses
 
     def score(self, model: StylizingNetwork) -> dict[str, float]:
         """Mean unweighted style and content losses in float32 on the first batches of the
