@@ -32,6 +32,14 @@ def test_content_loss_is_squared_error_relative_to_the_target():
     assert L.content_loss(target, target).item() == 0.0
 
 
+def test_content_loss_of_a_batch_is_the_mean_over_its_samples():
+    torch.manual_seed(0)
+    output, target = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)
+    target[1] *= 100  # samples of very different energy still count alike
+    singles = [L.content_loss(output[i:i + 1], target[i:i + 1]) for i in range(3)]
+    assert L.content_loss(output, target).item() == pytest.approx(torch.stack(singles).mean().item(), rel=1e-6)
+
+
 def test_content_loss_ignores_the_scale_of_the_features():
     torch.manual_seed(0)
     output, target = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)

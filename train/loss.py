@@ -36,11 +36,17 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 
 
 def relative_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference divided by the target's mean square (0 = equal, 1 = as far off
-    as predicting zeros). The floor only keeps an all-zero target finite: deep-layer Grams of
-    ImageNet-normalised input are legitimately as small as 1e-12."""
+    """Per sample, the mean squared difference divided by the target's mean square (0 = equal,
+    1 = as far off as predicting zeros); averaged over the batch.
+
+    Per sample, so that a batch's loss is the mean of its samples' losses whichever samples
+    share a batch (a batch of 2 on one GPU trains as 1 + 1 on two). The floor only keeps an
+    all-zero target finite: deep-layer Grams of ImageNet-normalised input are legitimately as
+    small as 1e-12."""
     output, target = _float32(output, target)
-    return F.mse_loss(output, target) / target.pow(2).mean().clamp_min(torch.finfo(torch.float32).tiny)
+    error = (output - target).pow(2).flatten(1).mean(1)
+    energy = target.pow(2).flatten(1).mean(1).clamp_min(torch.finfo(torch.float32).tiny)
+    return (error / energy).mean()
 
 
 def content_loss(output_features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
