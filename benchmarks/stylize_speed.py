@@ -19,17 +19,22 @@ The video is first cut to --frames frames, scaled to --size and given a test ton
 the FFmpeg of imageio-ffmpeg, in a temporary folder that is deleted afterwards; nothing is
 written anywhere else. Model-only times leave out each run's first batch (warm-up, or
 compilation with --compile); end-to-end times include everything from main() called to main()
-returned.
+returned (model loading, compilation with --compile). With --rounds N every row is measured N
+times, the rows interleaved, and the median is printed: on a shared machine that evens out
+changes in the load.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -131,6 +136,19 @@ def end_to_end(video: Path, model_path: Path, device: str, precision: str, batch
     return frames / elapsed, ", ".join(streams)
 
 
+def peak_memory_mb(video: Path, model_path: Path, device: str, output_dir: Path) -> float:
+    """Peak resident memory of a `python stylize.py` process stylising video, in MB."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "stylize.py"), "--content_type", "video", "--source", str(video),
+         "--model_path", str(model_path), "--device", device, "--output_dir", str(output_dir),
+         "--output_name", "memory.mp4", "--overwrite", "True", "--real_time", "False"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        sys.exit(f"stylize.py failed on {video} (status {status})")
+    return usage.ru_maxrss / 1024  # kilobytes on Linux
+
+
 def network_flops(model_path: Path, size: tuple[int, int]) -> float:
     """FLOPs of one frame through the network (convolutions; norms and activations are not counted)."""
     model = load_model(model_path)
@@ -198,6 +216,12 @@ def main() -> None:
                              "does not pick (NCHW vs channels-last)")
     parser.add_argument("--skip_naive", action="store_true", help="leave out the naive loop")
     parser.add_argument("--matmul_size", type=int, default=2048)
+    parser.add_argument("--memory_frames", default=None,
+                        help="e.g. 100,1000: also report stylize.py's peak memory on the video looped "
+                             "to these lengths, at --memory_size (Linux)")
+    parser.add_argument("--memory_size", type=parse_size, default=(256, 144))
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every row this many times, interleaved; report medians")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -208,81 +232,102 @@ def main() -> None:
                    else [1, 2, 4] if device.type == "cpu" else [1, 4, 8, 16])
     pipeline_batch = default_batch_size(device)
     model_path = Path(args.model_path)
+    loads = [os.getloadavg()[0]]
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"model {model_path}, {args.size[0]}x{args.size[1]}; load average before: "
-          f"{os.getloadavg()[0]:.2f}", flush=True)
+          f"model {model_path}, {args.size[0]}x{args.size[1]}; load average before: {loads[0]:.2f}",
+          flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         video = tmp / "input.mp4"
         count = prepare_video(Path(args.video), video, args.size, args.frames)
-        print(f"{count} frames of {args.video} scaled to {args.size[0]}x{args.size[1]}, with a tone", flush=True)
-        rows: list[tuple] = []
-        naive = None
-        if not args.skip_naive:
-            naive = naive_loop(video, model_path, tmp / "naive.mp4")
-            rows.append(("naive loop", "fp32", 1, naive, None))
-            print(f"naive loop: {naive:.2f} frames/s", flush=True)
-
+        print(f"{count} frames of {args.video} scaled to {args.size[0]}x{args.size[1]}, with a tone",
+              flush=True)
         frames = decoded_frames(video)
-        outputs: dict[str, list[np.ndarray]] = {}
-        best: dict[tuple[str, bool], float] = {}
-        at_pipeline_batch: dict[tuple[str, bool], float] = {}
+
+        # Every measured row, run once per round; rounds interleave the rows so that a change in
+        # the machine's load touches all of them alike. Each row: (label, precision, batch, run).
+        runs: list[tuple[str, str, int, Callable[[], tuple]]] = []
+        if not args.skip_naive:
+            runs.append(("naive loop", "fp32", 1, lambda: (naive_loop(video, model_path, tmp / "naive.mp4"),)))
         compile_options = [False, True] if args.compile else [False]
-        layouts = [config.STYLIZE_CHANNELS_LAST, *([not config.STYLIZE_CHANNELS_LAST] if args.other_layout else [])]
+        layouts = [config.STYLIZE_CHANNELS_LAST,
+                   *([not config.STYLIZE_CHANNELS_LAST] if args.other_layout else [])]
         for compiled in compile_options:
             for name in precisions:
                 dtype = stylize_precision(name, device)
                 used = precision_name(dtype)
                 for channels_last in layouts:
+                    label = ("model only" + (" compiled" if compiled else "")
+                             + (", channels-last" if channels_last else ", NCHW" if args.other_layout else ""))
                     for batch_size in batch_sizes:
-                        fps, first, results = model_only(model_path, device, dtype, frames, batch_size,
-                                                         compiled, channels_last)
-                        label = ("model only" + (" compiled" if compiled else "")
-                                 + (", channels-last" if channels_last else ", NCHW" if args.other_layout else ""))
-                        rows.append((label, used, batch_size, fps, first))
-                        print(f"{label} {used} batch {batch_size}: {fps:.2f} frames/s "
-                              f"(first batch {first:.1f} s)", flush=True)
-                        if channels_last != config.STYLIZE_CHANNELS_LAST:
-                            continue  # a comparison row: the pipeline does not run this layout
-                        best[used, compiled] = max(best.get((used, compiled), 0.0), fps)
-                        if batch_size == pipeline_batch:
-                            at_pipeline_batch[used, compiled] = fps
-                        outputs.setdefault(used, results)
-
-        end_rows = []
-        for compiled in compile_options:
-            for name in precisions:
-                used = precision_name(stylize_precision(name, device))
-                fps, streams = end_to_end(video, model_path, str(device), name, pipeline_batch,
-                                          compiled, tmp / "out", count)
+                        runs.append((label, used, batch_size, functools.partial(
+                            model_only, model_path, device, dtype, frames, batch_size, compiled, channels_last)))
                 label = "stylize.py end to end" + (" compiled" if compiled else "")
-                rows.append((label, used, pipeline_batch, fps, None))
-                end_rows.append((label, used, compiled, fps))
-                print(f"{label} {used}: {fps:.2f} frames/s; output: {streams}", flush=True)
+                runs.append((label, used, pipeline_batch, functools.partial(
+                    end_to_end, video, model_path, str(device), name, pipeline_batch, compiled,
+                    tmp / "out", count)))
 
-        flops = network_flops(model_path, args.size)
-        peaks = {used: matmul_peak(getattr(torch, config.PRECISIONS[used]), device, args.matmul_size)
-                 for used in outputs}
+        measured: dict[int, list[float]] = {i: [] for i in range(len(runs))}
+        firsts: dict[int, float] = {}
+        outputs: dict[str, list[np.ndarray]] = {}
+        peaks: dict[str, float] = {}
+        for round_ in range(args.rounds):
+            for i, (label, used, batch_size, run) in enumerate(runs):
+                result = run()
+                measured[i].append(result[0])
+                note = ""
+                if label.startswith("model only"):
+                    firsts.setdefault(i, result[1])
+                    if label == "model only" and batch_size == batch_sizes[0]:
+                        outputs.setdefault(used, result[2])
+                    note = f" (first batch {result[1]:.1f} s)"
+                elif label.startswith("stylize.py"):
+                    note = f"; output: {result[1]}"
+                print(f"round {round_ + 1}: {label} {used} batch {batch_size}: {result[0]:.2f} frames/s{note}",
+                      flush=True)
+            for used in outputs:  # the best of all rounds is the machine's peak
+                peak = matmul_peak(getattr(torch, config.PRECISIONS[used]), device, args.matmul_size)
+                peaks[used] = max(peaks.get(used, 0.0), peak)
+            loads.append(os.getloadavg()[0])
 
-    print(f"\nload average after: {os.getloadavg()[0]:.2f} (other processes share these cores)")
-    print(f"network: {flops / 1e9:.2f} GFLOP per {args.size[0]}x{args.size[1]} frame\n")
-    print("| run | precision | batch | frames/s | vs naive loop | first batch (s) |")
-    print("| :-- | :-- | --: | --: | --: | --: |")
-    for label, used, batch_size, fps, first in rows:
-        ratio = f"{fps / naive:.2f}x" if naive else "-"
-        print(f"| {label} | {used} | {batch_size} | {fps:.2f} | {ratio} | "
-              f"{'-' if first is None else f'{first:.1f}'} |")
+        memory = []
+        for length in ([int(n) for n in args.memory_frames.split(",")] if args.memory_frames else []):
+            looped = tmp / f"loop{length}.mp4"
+            subprocess.run([find_ffmpeg(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(video),
+                            "-vf", f"scale={args.memory_size[0]}:{args.memory_size[1]}", "-frames:v",
+                            str(length), "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac",
+                            "-shortest", str(looped)], check=True)
+            memory.append((length, peak_memory_mb(looped, model_path, str(device), tmp / "out")))
+            print(f"peak memory, {length} frames: {memory[-1][1]:.0f} MB", flush=True)
+    flops = network_flops(model_path, args.size)
 
-    print("\n| end to end | precision | frames/s | vs model only, batch "
-          f"{pipeline_batch} | vs best model only |")
-    print("| :-- | :-- | --: | --: | --: |")
-    for label, used, compiled, fps in end_rows:
-        print(f"| {label} | {used} | {fps:.2f} | {fps / at_pipeline_batch[used, compiled]:.0%} | "
-              f"{fps / best[used, compiled]:.0%} |")
+    fps = {i: statistics.median(values) for i, values in measured.items()}
+    naive = next((fps[i] for i, run in enumerate(runs) if run[0] == "naive loop"), None)
+    best = {}
+    for i, (label, used, batch_size, _) in enumerate(runs):
+        if label in ("model only", "model only compiled"):
+            best[used, "compiled" in label] = max(best.get((used, "compiled" in label), 0.0), fps[i])
+
+    print(f"\nload average (1 min) at the start and after each round: "
+          f"{', '.join(f'{v:.2f}' for v in loads)}; other processes share these cores")
+    print(f"network: {flops / 1e9:.2f} GFLOP per {args.size[0]}x{args.size[1]} frame; frames/s are "
+          f"medians of {args.rounds} round(s) over {count} frames\n")
+    print("| run | precision | batch | frames/s | vs naive loop | vs model only (same precision, batch) | first batch (s) |")
+    print("| :-- | :-- | --: | --: | --: | --: | --: |")
+    for i, (label, used, batch_size, _) in enumerate(runs):
+        versus_naive = f"{fps[i] / naive:.2f}x" if naive else "-"
+        versus_model = "-"
+        if label.startswith("stylize.py"):
+            model_label = "model only compiled" if "compiled" in label else "model only"
+            same = [fps[j] for j, r in enumerate(runs) if r[0] == model_label and r[1] == used
+                    and r[2] == batch_size]
+            versus_model = f"{fps[i] / same[0]:.0%}" if same else "-"
+        first = f"{firsts[i]:.1f}" if i in firsts else "-"
+        print(f"| {label} | {used} | {batch_size} | {fps[i]:.2f} | {versus_naive} | {versus_model} | {first} |")
 
     limit = config.AUTO_PRECISION_MAX_MEAN_DIFF
-    print(f"\n| precision | matmul peak GFLOP/s | network GFLOP/s (best model only) | of peak | "
+    print(f"\n| precision | matmul peak GFLOP/s | network GFLOP/s (best model only, eager) | of peak | "
           f"mean abs diff from fp32 | p99 abs diff | auto may pick it (mean <= {limit}) |")
     print("| :-- | --: | --: | --: | --: | --: | :-- |")
     for used, results in outputs.items():
@@ -291,6 +336,15 @@ def main() -> None:
         allowed = "reference" if used == "fp32" else ("yes" if mean <= limit else "no")
         print(f"| {used} | {peaks[used]:.1f} | {achieved:.1f} | {achieved / peaks[used]:.0%} | "
               f"{mean:.2f} | {p99} | {allowed} |")
+    if args.compile:
+        for used in outputs:
+            achieved = flops * best[used, True] / 1e9
+            print(f"| {used}, compiled | {peaks[used]:.1f} | {achieved:.1f} | {achieved / peaks[used]:.0%} | - | - | - |")
+    if memory:
+        print(f"\n| stylize.py on a video of, at {args.memory_size[0]}x{args.memory_size[1]} | peak memory (MB) |")
+        print("| :-- | --: |")
+        for length, megabytes in memory:
+            print(f"| {length} frames | {megabytes:.0f} |")
 
 
 if __name__ == "__main__":
