@@ -15,6 +15,11 @@ matrix-multiply peak (torch.mm on --matmul_size squares, measured in the same ru
 mean and 99th-percentile absolute difference of its output from float32's (0-255 units),
 which decides whether `--precision auto` may pick it (config.AUTO_PRECISION_MAX_MEAN_DIFF).
 
+With --clock cpu --threads 1, every rate is per CPU second (this process and its FFmpeg
+child) rather than per elapsed second: on a machine shared with other jobs that measures the
+work each way needs, which elapsed time cannot. GFLOP/s are then per core, against a
+one-thread matrix-multiply peak.
+
 The video is first cut to --frames frames, scaled to --size and given a test tone as sound by
 the FFmpeg of imageio-ffmpeg, in a temporary folder that is deleted afterwards; nothing is
 written anywhere else. Model-only times leave out each run's first batch (warm-up, or
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -55,6 +61,19 @@ from utils import (has_native_bf16_cpu, load_model, precision_name, resolve_devi
 MATMUL_SECONDS = 2.0  # how long each matmul peak is measured
 
 
+def wall_clock() -> float:
+    return time.perf_counter()
+
+
+def cpu_clock() -> float:
+    """CPU seconds used by this process and its finished children (the FFmpeg encoder)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+clock = wall_clock  # --clock cpu replaces it
+
+
 def prepare_video(source: Path, target: Path, size: tuple[int, int], frames: int) -> int:
     """The first `frames` frames of source at size (H.264), with a 440 Hz tone as its sound."""
     ffmpeg = find_ffmpeg()
@@ -76,7 +95,7 @@ def prepare_video(source: Path, target: Path, size: tuple[int, int], frames: int
 def naive_loop(video: Path, model_path: Path, output: Path) -> float:
     """Frames/s of the original's loop: one frame, float32, read and write in line."""
     model = load_model(model_path)
-    start = time.perf_counter()
+    start = clock()
     capture = cv2.VideoCapture(str(video))
     fps = capture.get(cv2.CAP_PROP_FPS)
     writer = None
@@ -95,7 +114,7 @@ def naive_loop(video: Path, model_path: Path, output: Path) -> float:
         count += 1
     capture.release()
     writer.release()
-    return count / (time.perf_counter() - start)
+    return count / (clock() - start)
 
 
 def decoded_frames(video: Path) -> list[np.ndarray]:
@@ -109,14 +128,14 @@ def model_only(model_path: Path, device: torch.device, dtype: torch.dtype | None
     processor = Processor(load_model(model_path, device), device, dtype, channels_last=channels_last,
                           compile=compiled, batch_size=batch_size)
     batches = [frames[i:i + batch_size] for i in range(0, len(frames), batch_size)]
-    start = time.perf_counter()
+    start = clock()
     results = processor(batches[0])
-    first = time.perf_counter() - start
-    start = time.perf_counter()
+    first = clock() - start
+    start = clock()
     for batch in batches[1:]:
         results += processor(batch)
     timed = len(frames) - len(batches[0])
-    return timed / (time.perf_counter() - start), first, results
+    return timed / (clock() - start), first, results
 
 
 def end_to_end(video: Path, model_path: Path, device: str, precision: str, batch_size: int,
@@ -126,9 +145,9 @@ def end_to_end(video: Path, model_path: Path, device: str, precision: str, batch
             "--device", device, "--precision", precision, "--batch_size", str(batch_size),
             "--compile", str(compiled), "--output_dir", str(output_dir), "--output_name", "out.mp4",
             "--overwrite", "True", "--real_time", "False"]
-    start = time.perf_counter()
+    start = clock()
     stylize_main(args)
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     info = subprocess.run([find_ffmpeg(), "-hide_banner", "-i", str(output_dir / "out.mp4")],
                           capture_output=True, text=True).stderr
     streams = [line.split(": ", 2)[1] + " " + line.split(": ", 2)[2].split(",")[0].split(" ")[0]
@@ -167,11 +186,11 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int) -> float:
     while spent < MATMUL_SECONDS:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start = clock()
         torch.mm(a, b)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        took = time.perf_counter() - start
+        took = clock() - start
         spent += took
         best = max(best, 2 * n ** 3 / took / 1e9)
     return best
@@ -220,11 +239,23 @@ def main() -> None:
                         help="e.g. 100,1000: also report stylize.py's peak memory on the video looped "
                              "to these lengths, at --memory_size (Linux)")
     parser.add_argument("--memory_size", type=parse_size, default=(256, 144))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice, one per core)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: time by CPU seconds used (this process and FFmpeg) instead of "
+                             "elapsed seconds, so that other jobs on a shared machine do not count; "
+                             "use it with --threads 1, where no thread waits for another")
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every row this many times, interleaved; report medians")
     args = parser.parse_args()
 
+    global clock
+    clock = cpu_clock if args.clock == "cpu" else wall_clock
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.clock == "cpu" and device.type == "cuda":
+        sys.exit("--clock cpu measures CPU work; GPU time would not be counted")
     precisions = args.precisions.split(",") if args.precisions else default_precisions(device)
     if "fp32" not in precisions:
         precisions.insert(0, "fp32")  # the reference for every difference
@@ -311,9 +342,11 @@ def main() -> None:
 
     print(f"\nload average (1 min) at the start and after each round: "
           f"{', '.join(f'{v:.2f}' for v in loads)}; other processes share these cores")
-    print(f"network: {flops / 1e9:.2f} GFLOP per {args.size[0]}x{args.size[1]} frame; frames/s are "
-          f"medians of {args.rounds} round(s) over {count} frames\n")
-    print("| run | precision | batch | frames/s | vs naive loop | vs model only (same precision, batch) | first batch (s) |")
+    unit = "frames per CPU second" if args.clock == "cpu" else "frames/s"
+    print(f"network: {flops / 1e9:.2f} GFLOP per {args.size[0]}x{args.size[1]} frame; {unit} are "
+          f"medians of {args.rounds} round(s) over {count} frames, {torch.get_num_threads()} torch "
+          f"thread(s), {args.clock} clock\n")
+    print(f"| run | precision | batch | {unit} | vs naive loop | vs model only (same precision, batch) | first batch (s) |")
     print("| :-- | :-- | --: | --: | --: | --: | --: |")
     for i, (label, used, batch_size, _) in enumerate(runs):
         versus_naive = f"{fps[i] / naive:.2f}x" if naive else "-"
@@ -327,7 +360,8 @@ def main() -> None:
         print(f"| {label} | {used} | {batch_size} | {fps[i]:.2f} | {versus_naive} | {versus_model} | {first} |")
 
     limit = config.AUTO_PRECISION_MAX_MEAN_DIFF
-    print(f"\n| precision | matmul peak GFLOP/s | network GFLOP/s (best model only, eager) | of peak | "
+    per = "per CPU second, " if args.clock == "cpu" else ""
+    print(f"\n| precision | matmul peak GFLOP/s ({per}{torch.get_num_threads()} thread(s)) | network GFLOP/s (best model only, eager) | of peak | "
           f"mean abs diff from fp32 | p99 abs diff | auto may pick it (mean <= {limit}) |")
     print("| :-- | --: | --: | --: | --: | --: | :-- |")
     for used, results in outputs.items():
