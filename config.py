@@ -117,9 +117,15 @@ STYLIZE_BATCH_SIZE = {"cpu": 1, "cuda": 8}
 # What --precision auto means for stylisation, per kind of device. A reduced precision is
 # taken only where its output stays within AUTO_PRECISION_MAX_MEAN_DIFF (0-255 units, mean
 # absolute difference from float32 on the shipped trained model; benchmarks/stylize_speed.py
-# prints it): fp16 measured 0.19, bf16 1.20 (README, Stylization speed).
+# prints it), with STYLIZE_FLOAT32_LAYERS kept in float32 (README, Stylization speed).
 STYLIZE_AUTO_PRECISION = {"cuda": "fp16", "cpu_native_bf16": "bf16", "cpu": "fp32"}
 AUTO_PRECISION_MAX_MEAN_DIFF = 1.5
+
+# Parts of the stylizing network (attribute names) that stay float32 under a reduced
+# precision. The stem sees the raw pixels, and bf16's 8-bit mantissa there moved the output
+# most: on 30 frames of the benchmark video, all-bf16 differed from float32 by a mean of 1.63
+# (over the 1.5 limit), bf16 with a float32 stem by 1.01, for 12% more time per frame.
+STYLIZE_FLOAT32_LAYERS = ("stem",)
 
 # The stylizing network in channels-last memory: off, its instance norms and reflection pads
 # made it slower on the CPU for inference too (README, Stylization speed).

@@ -28,6 +28,18 @@ def default_batch_size(device: torch.device) -> int:
     return config.STYLIZE_BATCH_SIZE.get(device.type, 1)
 
 
+class Float32(torch.nn.Module):
+    """Runs a part of the network in float32 inside a reduced-precision autocast region."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.module(x.float())
+
+
 class Processor:
     """Runs the network on batches of same-sized frames; one code path for every device.
 
@@ -44,6 +56,9 @@ class Processor:
         self.batch_size = batch_size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
+        if dtype is not None:
+            for name in config.STYLIZE_FLOAT32_LAYERS:
+                setattr(self.model, name, Float32(getattr(self.model, name)))
         self.compiled = compile
         self._forward = torch.compile(self.model, dynamic=False) if compile else self.model
         self._full_batch: dict[tuple[int, ...], int] = {}
