@@ -110,8 +110,8 @@ STYLIZE_DEFAULTS = {
 }
 
 # Frames per network call for video when --batch_size is not given. On the 2-core CPU a
-# 640x360 batch of 1 was as fast per frame as larger ones (their activations no longer fit
-# in cache; README, Stylization speed); GPUs need several frames per call to be kept busy.
+# 640x360 batch of 2 took 5-15% more time per frame than a batch of 1 (README, Stylization
+# speed); GPUs need several frames per call to be kept busy (not measured here: no GPU).
 STYLIZE_BATCH_SIZE = {"cpu": 1, "cuda": 8}
 
 # What --precision auto means for stylisation, per kind of device. A reduced precision is
@@ -127,8 +127,9 @@ AUTO_PRECISION_MAX_MEAN_DIFF = 1.5
 # (over the 1.5 limit), bf16 with a float32 stem by 1.01, for 12% more time per frame.
 STYLIZE_FLOAT32_LAYERS = ("stem",)
 
-# The stylizing network in channels-last memory: off, its instance norms and reflection pads
-# made it slower on the CPU for inference too (README, Stylization speed).
+# The stylizing network in channels-last memory: off, it made inference slower on the CPU
+# (one thread, 640x360: fp32 0.80 vs 0.73 s per frame, bf16 0.50 vs 0.33; README, Stylization
+# speed; benchmarks/stylize_speed.py --other_layout prints the comparison).
 STYLIZE_CHANNELS_LAST = False
 
 # Bounded queues of the video pipeline (stylization/pipeline.py): decoded batches waiting for
