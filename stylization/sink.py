@@ -85,9 +85,11 @@ class _FFmpegEncoder:
                    "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}",
                    "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0"]
         if audio_from is not None:
-            # "?": a source without audio is fine; -shortest: a partial video gets partial sound.
+            # "?": a source without audio is fine. apad + -shortest: the output ends with the
+            # video, sound padded with silence if it ends sooner or cut if it goes on (a
+            # partial video gets partial sound); -shortest alone would end it with the sound.
             command += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0?", *fmt["audio"],
-                        "-shortest"]
+                        "-af", "apad", "-shortest"]
         command += [*video, *fmt["container"], target]
         self._log = tempfile.TemporaryFile()
         # Its own session: Ctrl-C reaches only this process, which then closes the pipe so

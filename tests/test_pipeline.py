@@ -92,6 +92,22 @@ def test_video_keeps_its_audio_in_sync_as_h264_mp4(tmp_path, tiny_model):
 
 
 @needs_ffmpeg
+def test_audio_shorter_than_the_video_costs_no_frames(tmp_path, tiny_model):
+    source = tmp_path / "short_sound.mp4"
+    subprocess.run([FFMPEG, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=2",
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050:duration=1",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(source)], check=True)
+    out = tmp_path / "out"
+    result = stylize_quietly(tiny_model, out, "--content_type", "video", "--source", str(source))
+    assert result.returncode == 0, result.stderr
+    frames, fps = read_video(out / "short_sound_tiny.mp4")
+    assert len(frames) == 50
+    audio = decode_audio(out / "short_sound_tiny.mp4", 22050)
+    assert abs(len(audio) / 22050 - 2.0) < 0.1  # padded with silence to the video's length
+    assert np.abs(audio[: 22050 // 2]).max() > 0.1 and np.abs(audio[-22050 // 2:]).max() < 0.01
+
+
+@needs_ffmpeg
 def test_video_without_audio_and_stream_recordings_have_none(tmp_path, tiny_model, sample_video):
     out = tmp_path / "out"
     result = stylize_quietly(tiny_model, out, "--content_type", "video", "--source", str(sample_video))
