@@ -127,9 +127,8 @@ AUTO_PRECISION_MAX_MEAN_DIFF = 1.5
 # (over the 1.5 limit), bf16 with a float32 stem by 1.01, for 12% more time per frame.
 STYLIZE_FLOAT32_LAYERS = ("stem",)
 
-# The stylizing network in channels-last memory: off, it made inference slower on the CPU
-# (one thread, 640x360: fp32 0.80 vs 0.73 s per frame, bf16 0.50 vs 0.33; README, Stylization
-# speed; benchmarks/stylize_speed.py --other_layout prints the comparison).
+# The stylizing network in channels-last memory: off, it was no faster in fp32 and slower in
+# bf16 on the CPU (README, Stylization speed; benchmarks/stylize_speed.py --other_layout).
 STYLIZE_CHANNELS_LAST = False
 
 # Bounded queues of the video pipeline (stylization/pipeline.py): decoded batches waiting for

@@ -289,8 +289,9 @@ def main() -> None:
                 dtype = stylize_precision(name, device)
                 used = precision_name(dtype)
                 for channels_last in layouts:
-                    label = ("model only" + (" compiled" if compiled else "")
-                             + (", channels-last" if channels_last else ", NCHW" if args.other_layout else ""))
+                    label = "model only" + (" compiled" if compiled else "")
+                    if channels_last != config.STYLIZE_CHANNELS_LAST:  # a comparison row
+                        label += ", channels-last" if channels_last else ", NCHW"
                     for batch_size in batch_sizes:
                         runs.append((label, used, batch_size, functools.partial(
                             model_only, model_path, device, dtype, frames, batch_size, compiled, channels_last)))
