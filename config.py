@@ -68,10 +68,19 @@ MODEL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar")  # stripped to name outputs
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 
+# `python utils.py export`: file name endings of each format, and the check against PyTorch.
+EXPORT_FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+ONNX_OPSET = 18  # ONNX Runtime runs opset 18 from version 1.14 on
+EXPORT_EXAMPLE_SIZE = (64, 64)  # height, width the export traces at
+# Checked on another batch size and odd sides, so a graph that froze the traced shape fails.
+EXPORT_CHECK_SHAPE = (2, 3, 71, 97)
+EXPORT_TOLERANCE = 1e-3  # largest difference allowed on the [0, 1] scale: a quarter of an 8-bit level
+
 CHECKPOINT_FORMAT_VERSION = 1
 KEEP_TEMP_CHECKPOINTS = 3  # rolling checkpoints written every --save_freq batches
 
-# Defaults of train.py, as in the original README's table (except load_model: see train/main.py).
+# Defaults of train.py, as in the original README's table, except load_model (see
+# train/main.py) and the loss weights (see below).
 TRAIN_DEFAULTS = {
     "device": "auto",
     "num_workers": 0,
@@ -87,10 +96,13 @@ TRAIN_DEFAULTS = {
     "loss_net_preprocess": "auto",
     "epochs": 1,
     "lr": 2.5e-4,
-    "lambda_content": 10.0,
-    "lambda_style": 100.0,
+    # The loss weights of the shipped model's last epochs. The original's defaults (content 10,
+    # style 100, noise 1e-5) belonged to its raw-sum losses; with relative losses they would
+    # let the style wipe out the content, and noise 1e-5 would do nothing.
+    "lambda_content": 4.0,
+    "lambda_style": 4.0,
     "lambda_regu": 1e-2,
-    "lambda_noise": 1e-5,
+    "lambda_noise": 0.1,
     "noise_per_img": 20000,
     "noise_range": 200,
     "seed": 0,

@@ -1,7 +1,7 @@
 """What training and stylisation share: errors, devices, image conversions, checkpoints,
 frame extraction.
 
-Run `python utils.py extract-frames --help` for the frame-extraction command line.
+Run `python utils.py --help` for the commands: extract-frames, finalize-model, export.
 """
 from __future__ import annotations
 
@@ -38,7 +38,10 @@ def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = N
     except UserError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        # Under torchrun the processes of one machine read the same flags and files, so they
+        # meet the same problems: its first process says it once.
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -256,21 +259,15 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """The stylizing network stored in a checkpoint, on device, in eval mode."""
-    from network.style_network import StylizingNetwork
+    """The stylizing network in a model file, on device, in eval mode: RGB [0, 1] in and out.
 
-    checkpoint = read_checkpoint(path)
-    state = checkpoint.get("state_dict", checkpoint)
-    if ("network" not in checkpoint or not isinstance(state, dict)
-            or not all(isinstance(v, torch.Tensor) for v in state.values())):
-        fail(f"{path} is not a checkpoint of this project (no network description); "
-             "train one with train.py")
-    model = StylizingNetwork(config.NetworkConfig.from_dict(checkpoint["network"]))
-    try:
-        model.load_state_dict({k: v.float() for k, v in state.items()})
-    except RuntimeError as err:
-        fail(f"{path} does not match the network it describes ({str(err).splitlines()[0]})")
-    return model.to(device).eval()
+    Its kind (this project's checkpoint, the original project's, pytorch/examples') is
+    recognised from its keys and shapes, an exported ONNX model from its .onnx name: see
+    network/formats.py.
+    """
+    from network.formats import load_network
+
+    return load_network(path, device)[0]
 
 
 def finalize_model(src: str | Path, dst: str | Path, half: bool = True) -> Path:
@@ -352,7 +349,25 @@ def _main(argv: list[str] | None = None) -> None:
     final.add_argument("dst", help="where to write the stylisation-only copy")
     final.add_argument("--half", type=str2bool, default=True, help="store weights in float16 (default True)")
     final.add_argument("--debug", action="store_true", help="show tracebacks")
+    export = commands.add_parser(
+        "export", help="export a model to ONNX and TorchScript for deployment, checked against PyTorch")
+    export.add_argument("model", help="a model stylize.py runs: a train.py checkpoint, the original "
+                                      "project's .pth.tar or a pytorch/examples .pth file")
+    export.add_argument("--output_dir", default=None,
+                        help="folder for <model>.onnx and <model>.torchscript.pt "
+                             "(default: the model's folder)")
+    export.add_argument("--formats", nargs="+", choices=list(config.EXPORT_FORMATS),
+                        default=list(config.EXPORT_FORMATS), help="what to export (default: all)")
+    export.add_argument("--overwrite", type=str2bool, default=False,
+                        help="replace earlier exports of the same name (default False)")
+    export.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if args.command == "export":
+        from network.export import export_model
+
+        for path, difference in export_model(args.model, args.output_dir, args.formats, args.overwrite):
+            print(f"wrote {path} (largest difference from PyTorch on the check input: {difference:.2g})")
+        return
     if args.command == "finalize-model":
         path = finalize_model(args.src, args.dst, args.half)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
@@ -364,4 +379,8 @@ def _main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(_main)
+    # Run the imported module, not this __main__ copy: the modules the commands use raise
+    # utils.UserError, which is the class the imported run_cli catches.
+    import utils
+
+    utils.run_cli(utils._main)

@@ -15,6 +15,19 @@ from torch import nn
 from config import NetworkConfig
 
 
+def pad_to_fit(x: torch.Tensor, multiple: int, min_side: int) -> torch.Tensor:
+    """x padded at the bottom and right so both sides divide by multiple and are at least
+    min_side; callers crop their output back to the input's size.
+
+    Replicate, not reflect: reflection fails on sides smaller than the pad. The pad is always
+    applied (often by zero) so that an exported graph keeps height and width dynamic.
+    """
+    height, width = x.shape[-2:]
+    pad_h = max(-height % multiple, min_side - height)
+    pad_w = max(-width % multiple, min_side - width)
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+
+
 class ConvLayer(nn.Sequential):
     """Reflection pad + conv (+ instance norm + ReLU)."""
 
@@ -49,7 +62,7 @@ class UpsampleConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         align = False if self.mode == "bilinear" else None
-        return self.conv(F.interpolate(x, scale_factor=2, mode=self.mode, align_corners=align))
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode=self.mode, align_corners=align))
 
 
 class StylizingNetwork(nn.Module):
@@ -73,11 +86,7 @@ class StylizingNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        pad_h = max(-height % self.multiple, self.min_side - height)
-        pad_w = max(-width % self.multiple, self.min_side - width)
-        if pad_h or pad_w:
-            # Replicate, not reflect: reflection fails on sides smaller than the pad.
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = pad_to_fit(x, self.multiple, self.min_side)
         y = self.head(self.up(self.res(self.down(self.stem(x)))))
         # Scaled tanh keeps the output in the input's [0, 1] range with useful gradients.
         y = (torch.tanh(y) + 1) * 0.5

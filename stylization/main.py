@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_size", type=int, default=d["max_size"],
                    help="scale frames down so their longer side is at most this many pixels "
                         "(never up; default: keep the source's size)")
-    p.add_argument("--model_path", required=True, help="the trained model, e.g. trained_models/mosaic.pth.tar")
+    p.add_argument("--model_path", required=True,
+                   help="the model: a train.py checkpoint such as trained_models/mosaic.pth.tar, the "
+                        "original project's .pth.tar, a pytorch/examples .pth, or an exported .onnx")
     p.add_argument("--output_dir", default=d["output_dir"],
                    help="folder for the stylised output, created if missing (default: %(default)s)")
     p.add_argument("--output_name", default=None,

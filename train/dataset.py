@@ -50,11 +50,19 @@ class EpochSampler(Sampler[int]):
     """A shuffled order that depends only on (seed, epoch), starting `skip` samples in.
 
     Resuming mid-epoch therefore visits exactly the samples an uninterrupted run would.
+    With several processes (train/distributed.py) process `rank` takes every world_size-th
+    sample from its rank on, so each step of batch b covers the next b x world_size samples of
+    the one shared order, and `skip` counts in that order as before.
     """
 
-    def __init__(self, size: int, seed: int, epoch: int, skip: int = 0):
+    def __init__(self, size: int, seed: int, epoch: int, skip: int = 0, rank: int = 0,
+                 world_size: int = 1):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        self.order = torch.randperm(size, generator=generator)[skip:].tolist()
+        order = torch.randperm(size, generator=generator).tolist()
+        # Every process must take as many steps as the others (each step waits for all), so
+        # the order is topped up with its own start to a multiple of world_size.
+        order += (order * (world_size // size + 1))[:-size % world_size]
+        self.order = order[skip:][rank::world_size]
 
     def __len__(self) -> int:
         return len(self.order)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 import config
 from network.loss_network import LossNetwork, build_loss_network
 from network.style_network import StylizingNetwork
+from train import distributed
 from train import loss as L
 from train.dataset import ContentDataset, EpochSampler, load_style_image
 from train.report import LossLog
@@ -241,8 +242,10 @@ def save_samples(shown: dict[str, torch.Tensor], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     validate(args)
-    device = resolve_device(args.device)
+    cluster = distributed.join(resolve_device(args.device))
+    device = cluster.device
     dtype = resolve_precision(args.precision, device)
+    effective_batch = args.batch_size * cluster.world_size
 
     model_dir, out_dir = Path(args.model_dir), Path(args.train_output_dir)
     stem = model_stem(args.model_name)
@@ -281,9 +284,10 @@ def main(argv: list[str] | None = None) -> None:
         for group in optimizer.param_groups:
             group["lr"] = args.lr  # the recipes change the learning rate between runs
         position = Position(checkpoint["epoch"], checkpoint["batch"], checkpoint["step"])
-        if checkpoint.get("batch_size", args.batch_size) != args.batch_size and position.batch:
-            warnings.warn("--batch_size differs from the interrupted run's; the rest of that epoch "
-                          "will not visit exactly the images it would have", stacklevel=1)
+        earlier_batch = checkpoint.get("batch_size", args.batch_size) * checkpoint.get("world_size", 1)
+        if earlier_batch != effective_batch and position.batch:
+            warnings.warn("--batch_size x processes differs from the interrupted run's; the rest of "
+                          "that epoch will not visit exactly the images it would have", stacklevel=1)
         print(f"resuming {path} at epoch {position.epoch + 1}, batch {position.batch}, step {position.step}")
     # An interrupted run is finished as it was started, so that repeating its command with
     # --load_model True gives what the uninterrupted run would have; a finished one trains
@@ -302,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     weights = {t: getattr(args, f"lambda_{t}") for t in LOSS_TERMS}
     log = LossLog(out_dir, stem)
     style_copy = out_dir / f"style_{Path(args.style_path).stem}.jpg"
-    if not style_copy.exists():
+    if cluster.is_main and not style_copy.exists():
         save_image(tensor_to_array(style_image), style_copy)
 
     def checkpoint_dict() -> dict:
@@ -315,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
             "loss_net_preprocess": loss_net.preprocess,
             "loss_weights": weights, "style_image": Path(args.style_path).name,
             "img_size": args.img_size, "batch_size": args.batch_size, "seed": args.seed,
+            "world_size": cluster.world_size,
             "epoch": position.epoch, "batch": position.batch, "step": position.step,
             "end_epoch": end_epoch,
         }
@@ -326,42 +331,52 @@ def main(argv: list[str] | None = None) -> None:
 
     # Compiled wrappers share the modules' parameters; checkpoints save the modules themselves,
     # so their keys never get the wrappers' "_orig_mod." prefix.
-    step_model, step_loss_net = ((torch.compile(model), torch.compile(loss_net)) if args.compile
-                                 else (model, loss_net))
+    step_model, step_loss_net = cluster.wrap(model), loss_net
+    if args.compile:
+        step_model, step_loss_net = torch.compile(step_model), torch.compile(loss_net)
     stop = StopFlag()
     stop.install()
-    batches_per_epoch = math.ceil(len(dataset) / args.batch_size)
-    print(f"{len(dataset)} images, {batches_per_epoch} batches per epoch, on {device} "
-          f"in {precision_name(dtype)}" + (", compiled" if args.compile else ""))
+    per_epoch = math.ceil(len(dataset) / cluster.world_size) * cluster.world_size  # see EpochSampler
+    batches_per_epoch = math.ceil(per_epoch / effective_batch)
+    processes = (f" ({cluster.world_size} processes x --batch_size {args.batch_size})"
+                 if cluster.world_size > 1 else "")
+    print(f"{len(dataset)} images, {batches_per_epoch} batches per epoch, effective batch size "
+          f"{effective_batch}{processes}, on {device} in {precision_name(dtype)}"
+          + (", compiled" if args.compile else ""))
     first_epoch = position.epoch
     for epoch in range(first_epoch, end_epoch):
-        skip = position.batch * args.batch_size if epoch == first_epoch else 0
+        skip = position.batch * effective_batch if epoch == first_epoch else 0
         loader = DataLoader(dataset, batch_size=args.batch_size,
-                            sampler=EpochSampler(len(dataset), args.seed, epoch, skip),
+                            sampler=EpochSampler(len(dataset), args.seed, epoch, skip, cluster.rank,
+                                                 cluster.world_size),
                             num_workers=args.num_workers, pin_memory=device.type == "cuda")
         # Counted in images, so the rate reads images/s whatever the batch size.
-        bar = tqdm(desc=f"epoch {epoch + 1}", total=len(dataset), initial=skip, unit="img",
-                   dynamic_ncols=True)
+        bar = tqdm(desc=f"epoch {epoch + 1}", total=per_epoch, initial=skip, unit="img",
+                   dynamic_ncols=True, disable=not cluster.is_main)
         for images in loader:
             images = images.to(device, non_blocking=True)
             total, terms, shown = optimization_step(step_model, step_loss_net, optimizer, scaler, dtype,
                                                     images, style_grams, weights, noise_pattern, layers)
-            bar.update(len(images))
+            bar.update(len(images) * cluster.world_size)
             position.batch += 1
             position.step += 1
+            terms, stopping = cluster.agree({**terms, "total": total}, stop.raised)
+            total = terms.pop("total")
             log.add(position.step, {**{t: weights[t] * terms[t] for t in LOSS_TERMS}, "total": total})
             if position.step % 10 == 0 or position.batch == 1:
                 bar.set_postfix(log.latest(), refresh=False)
-            if position.step % args.save_freq == 0:
+            if position.step % args.save_freq == 0 and cluster.is_main:
                 save_samples(shown, out_dir / f"{stem}_e{epoch + 1}_s{position.step:07d}.jpg")
                 log.write()
                 if args.save_model:
                     save_rolling()
-            if stop.raised:
+            if stopping:
                 bar.close()
-                interrupted(args, model_dir, position, checkpoint_dict, log)
+                interrupted(args, model_dir, position, checkpoint_dict, log, cluster.is_main)
         bar.close()
         position.epoch, position.batch = epoch + 1, 0
+        if not cluster.is_main:
+            continue
         log.write()
         if args.save_model:
             checkpoint = checkpoint_dict()
@@ -372,8 +387,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def interrupted(args: argparse.Namespace, model_dir: Path, position: Position,
-                checkpoint_dict: Callable[[], dict], log: LossLog) -> None:
-    """Save where training stands and exit with the shell's status for Ctrl-C."""
+                checkpoint_dict: Callable[[], dict], log: LossLog, writes: bool = True) -> None:
+    """Save where training stands (if this process writes files) and exit with the shell's
+    status for Ctrl-C."""
+    if not writes:
+        sys.exit(130)
     log.write()
     if args.save_model:
         path = save_checkpoint(checkpoint_dict(), model_dir / args.model_name)

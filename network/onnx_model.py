@@ -1,0 +1,49 @@
+"""An exported ONNX stylizing network run by ONNX Runtime, called like the PyTorch network:
+RGB in [0, 1], N x 3 x H x W tensors in and out, on the caller's device."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from utils import fail
+
+
+class OnnxModel(nn.Module):
+    """An nn.Module only so that code written for the PyTorch network (`.to`, `.eval`, calls)
+    runs it unchanged; it has no parameters."""
+
+    def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
+        super().__init__()
+        path, device = Path(path), torch.device(device)
+        if not path.is_file():
+            fail(f"model file {path} does not exist or is not a file: check --model_path")
+        try:
+            import onnxruntime
+        except ImportError:
+            fail("running an .onnx model needs ONNX Runtime: pip install -r requirements.txt")
+        providers: list = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+            else:
+                warnings.warn("this ONNX Runtime has no CUDA support (pip install onnxruntime-gpu); "
+                              "running the ONNX model on the CPU", stacklevel=2)
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+        except Exception as err:  # ONNX Runtime raises its own exception types for bad files
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            fail(f"{path} is not a loadable ONNX model ({first_line[:200]}): export one with "
+                 "python utils.py export")
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
+            fail(f"{path} is not an image-to-image ONNX model (it should take one N x 3 x H x W "
+                 "input): export one with python utils.py export")
+        self.input_name = inputs[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        result = self.session.run(None, {self.input_name: array})[0]
+        return torch.from_numpy(result).to(x.device)

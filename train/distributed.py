@@ -1,0 +1,89 @@
+"""Training on several processes (GPUs, machines) when train.py is started by torchrun.
+
+torchrun describes the run in the environment (RANK, WORLD_SIZE, LOCAL_RANK, and where to
+meet); without it a run is a group of one and nothing here does anything. Each process
+stylises its own share of every step's images (train.dataset.EpochSampler's shard), and
+DistributedDataParallel averages the gradients, so all processes take the same Adam step and
+hold the same weights: `--batch_size` images per process, `--batch_size` x processes per step.
+Only the first process writes checkpoints, samples and the loss log, and prints progress.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from utils import fail
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place among those torchrun started, and the device it trains on."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes files and reports progress."""
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """model as the training step should call it: gradients averaged over the group."""
+        if self.world_size == 1:
+            return model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+
+    def agree(self, terms: dict[str, torch.Tensor], stop: bool) -> tuple[dict[str, torch.Tensor], bool]:
+        """The loss terms averaged over the group (what the log shows: the whole step's batch),
+        and whether any process was asked to stop: all must stop after the same step, or the
+        others would wait for it forever. One small all-reduce per step, which the host waits for."""
+        if self.world_size == 1:
+            return terms, stop
+        names = list(terms)
+        packed = torch.stack([terms[n].detach().float() for n in names]
+                             + [torch.tensor(float(stop), device=self.device)])
+        dist.all_reduce(packed)
+        averaged = {n: value / self.world_size for n, value in zip(names, packed[:-1])}
+        return averaged, bool(packed[-1] > 0)
+
+
+def join(device: torch.device) -> Cluster:
+    """The group torchrun started this process in (a group of one without torchrun), with the
+    process's device: on CUDA, the GPU of its LOCAL_RANK.
+
+    Ranks other than 0 print nothing to stdout; warnings and errors are shown by the first
+    process of each machine only, since the others on that machine read the same files and
+    flags (a machine missing the data still says so)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Cluster(device=device)
+    if "RANK" not in os.environ or "LOCAL_RANK" not in os.environ:
+        fail(f"WORLD_SIZE is {world_size} but RANK or LOCAL_RANK is not set: start train.py with "
+             "torchrun, which sets them (or unset WORLD_SIZE)")
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if rank != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    if local_rank != 0:
+        warnings.simplefilter("ignore")
+    if device.type == "cuda":
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+        if local_size > torch.cuda.device_count():
+            gpus = torch.cuda.device_count()
+            fail(f"torchrun started {local_size} processes on this machine but it has {gpus} GPU(s): "
+                 f"pass --nproc_per_node {gpus} or fewer")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    atexit.register(dist.destroy_process_group)
+    return Cluster(rank, world_size, local_rank, device)
