@@ -57,8 +57,11 @@ class Processor:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
         if dtype is not None:
+            # Only this project's network has these parts; other layouts (network/formats.py)
+            # run wholly at dtype, and an ONNX model in its own float32.
             for name in config.STYLIZE_FLOAT32_LAYERS:
-                setattr(self.model, name, Float32(getattr(self.model, name)))
+                if isinstance(getattr(self.model, name, None), torch.nn.Module):
+                    setattr(self.model, name, Float32(getattr(self.model, name)))
         self.compiled = compile
         self._forward = torch.compile(self.model, dynamic=False) if compile else self.model
         self._full_batch: dict[tuple[int, ...], int] = {}
