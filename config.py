@@ -118,7 +118,9 @@ STYLIZE_DEFAULTS = {
     "save_output": True,
     "batch_size": None,  # None: STYLIZE_BATCH_SIZE for the device
     "precision": "auto",  # see STYLIZE_AUTO_PRECISION
-    "compile": False,  # measured not to pay for itself on the 2-core CPU (README, Stylization speed)
+    # Off: it paid for itself only after ~220 frames (bf16) on the 2-core CPU, so images,
+    # webcams and short clips would just wait for the compiler (README, Stylization speed).
+    "compile": False,
 }
 
 # Frames per network call for video when --batch_size is not given. On the 2-core CPU a
