@@ -63,7 +63,7 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 
 MODEL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar")  # stripped to name outputs after a model
 
-# --precision (training; stylisation will take the same flag): the autocast dtype by name.
+# --precision (training and stylisation): the autocast dtype by name.
 # "auto" picks per device in utils.resolve_precision; "fp32" turns autocast off.
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PRECISION_CHOICES = ("auto", *PRECISIONS)
@@ -116,4 +116,57 @@ STYLIZE_DEFAULTS = {
     "output_dir": "stylized_output",
     "real_time": True,
     "save_output": True,
+    "batch_size": None,  # None: STYLIZE_BATCH_SIZE for the device
+    "precision": "auto",  # see STYLIZE_AUTO_PRECISION
+    # Off: it paid for itself only after ~220 frames (bf16) on the 2-core CPU, so images,
+    # webcams and short clips would just wait for the compiler (README, Stylization speed).
+    "compile": False,
 }
+
+# Frames per network call for video when --batch_size is not given. On the 2-core CPU a
+# 640x360 batch of 2 took 5-15% more time per frame than a batch of 1 (README, Stylization
+# speed); GPUs need several frames per call to be kept busy (not measured here: no GPU).
+STYLIZE_BATCH_SIZE = {"cpu": 1, "cuda": 8}
+
+# What --precision auto means for stylisation, per kind of device. A reduced precision is
+# taken only where its output stays within AUTO_PRECISION_MAX_MEAN_DIFF (0-255 units, mean
+# absolute difference from float32 on the shipped trained model; benchmarks/stylize_speed.py
+# prints it), with STYLIZE_FLOAT32_LAYERS kept in float32 (README, Stylization speed).
+STYLIZE_AUTO_PRECISION = {"cuda": "fp16", "cpu_native_bf16": "bf16", "cpu": "fp32"}
+AUTO_PRECISION_MAX_MEAN_DIFF = 1.5
+
+# Parts of the stylizing network (attribute names) that stay float32 under a reduced
+# precision. The stem sees the raw pixels, and bf16's 8-bit mantissa there moved the output
+# most: on 30 frames of the benchmark video, all-bf16 differed from float32 by a mean of 1.63
+# (over the 1.5 limit), bf16 with a float32 stem by 1.01, for 12% more time per frame.
+STYLIZE_FLOAT32_LAYERS = ("stem",)
+
+# The stylizing network in channels-last memory: off, it was no faster in fp32 and slower in
+# bf16 on the CPU (README, Stylization speed; benchmarks/stylize_speed.py --other_layout).
+STYLIZE_CHANNELS_LAST = False
+
+# Bounded queues of the video pipeline (stylization/pipeline.py): decoded batches waiting for
+# the network, and stylised frames waiting for the encoder. Enough to ride out a slow frame
+# on either side; bounded so memory does not grow with the video's length.
+DECODE_QUEUE_BATCHES = 2
+ENCODE_QUEUE_FRAMES = 16
+
+# Video files as the FFmpeg shipped by imageio-ffmpeg writes them, per container: H.264 (what
+# players and browsers expect) and AAC for MP4/MOV. Audio is re-encoded rather than copied so
+# that any source's audio fits the container. When no FFmpeg is found, OpenCV writes the
+# fourcc in "opencv" without sound.
+_H264 = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p"]
+_AAC = ["-c:a", "aac", "-b:a", "192k"]
+_MP4 = ["-f", "mp4", "-movflags", "+faststart"]  # index first: playback starts before download ends
+VIDEO_FORMATS = {
+    ".mp4": {"video": _H264, "audio": _AAC, "container": _MP4, "opencv": "mp4v"},
+    ".m4v": {"video": _H264, "audio": _AAC, "container": _MP4, "opencv": "mp4v"},
+    ".mov": {"video": _H264, "audio": _AAC, "container": ["-f", "mov"], "opencv": "mp4v"},
+    ".avi": {"video": ["-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p"],
+             "audio": ["-c:a", "pcm_s16le"], "container": ["-f", "avi"], "opencv": "MJPG"},
+}
+# Used instead of _H264 when the FFmpeg found has no libx264 (a build without GPL parts).
+H264_FALLBACK = ["-c:v", "mpeg4", "-q:v", "3", "-pix_fmt", "yuv420p"]
+
+# Webcam / stream mode: the window's frames/s is an average over this many shown frames.
+LIVE_FPS_WINDOW = 10

@@ -1,7 +1,7 @@
 """stylize.py: flags -> content source -> processor -> sinks.
 
-Reading, stylising and writing run one after another in this thread for now; the three
-parts only meet in stylize_frames, so a batched, overlapped pipeline can replace that loop.
+The three parts meet in stylize_frames, which hands them to stylization/pipeline.py: decoding,
+the network and encoding overlapped for files, the newest frame only for live sources.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from stylization.content_source.base import ContentSource
 from stylization.content_source.factory import create_source
 from stylization.enum_class import ContentType
 from stylization.paths import Job, find_inputs, plan_jobs
-from stylization.processor import Processor
+from stylization.pipeline import stylize_live, stylize_stream
+from stylization.processor import Processor, default_batch_size, stylize_precision
 from stylization.sink import Display, ImageSink, VideoSink, display_available
 from utils import UserError, fail, load_model, resolve_device, str2bool
 
@@ -59,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", type=str2bool, default=False,
                    help="replace existing output files instead of picking a free name (inputs "
                         "are never replaced; default: %(default)s)")
+    # Speed: results are the same up to the precision's rounding (README, Stylization speed).
+    p.add_argument("--batch_size", type=int, default=d["batch_size"],
+                   help="video frames per network call (default: "
+                        f"{', '.join(f'{k} {v}' for k, v in config.STYLIZE_BATCH_SIZE.items())})")
+    p.add_argument("--precision", choices=config.PRECISION_CHOICES, default=d["precision"],
+                   help="arithmetic of the network: auto (the default) is fp16 on CUDA, bf16 on "
+                        "CPUs with native bf16, fp32 elsewhere")
+    p.add_argument("--compile", type=str2bool, default=d["compile"],
+                   help="torch.compile the network; the first frames wait for the compiler "
+                        "(a minute or more on a CPU), so it pays only on long videos "
+                        "(default: %(default)s)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return p
 
@@ -88,6 +100,8 @@ class Report:
 def check_args(args: argparse.Namespace) -> None:
     if args.max_size is not None and args.max_size < MIN_MAX_SIZE:
         fail(f"--max_size must be at least {MIN_MAX_SIZE} (got {args.max_size})")
+    if args.batch_size is not None and args.batch_size < 1:
+        fail(f"--batch_size must be at least 1 (got {args.batch_size})")
     if not args.real_time and not args.save_output:
         fail("--real_time and --save_output are both False: nothing would be shown or saved")
 
@@ -104,26 +118,26 @@ def open_display(real_time: bool, save_output: bool) -> Display | None:
     return None
 
 
-def open_sink(content_type: ContentType, path: Path, source: ContentSource) -> ImageSink | VideoSink:
+def open_sink(content_type: ContentType, path: Path, source: ContentSource,
+              source_path: str) -> ImageSink | VideoSink:
     if content_type is ContentType.IMAGE:
         return ImageSink(path)
-    return VideoSink(path, source.fps, source.size)
+    # A video keeps its file's sound; a camera or stream is recorded without.
+    audio = source_path if content_type is ContentType.VIDEO else None
+    return VideoSink(path, source.fps, source.size, audio_from=audio)
 
 
 def stylize_frames(source: ContentSource, processor: Processor, sink: ImageSink | VideoSink | None,
                    display: Display | None, progress: bool) -> bool:
     """Stylise every frame of source into the sink and window; False if the user stopped."""
-    frames = source.frames()
-    if progress:
-        frames = tqdm(frames, total=source.frame_count, unit="frame", desc=source.label)
+    write = sink.write if sink is not None else None
     wait_ms = IMAGE_SHOW_MS if source.fps is None else 1
-    for _, frame in frames:
-        result = processor([frame])[0]
-        if sink is not None:
-            sink.write(result)
-        if display is not None and not display.show(result, wait_ms):
-            return False
-    return True
+    show = (lambda frame, fps: display.show(frame, wait_ms, fps)) if display is not None else None
+    if source.live:
+        return stylize_live(source.frames(), processor, write, show)
+    with tqdm(total=source.frame_count, unit="frame", desc=source.label, disable=not progress) as bar:
+        return stylize_stream(source.frames(), processor, processor.batch_size, write, show,
+                              on_batch=bar.update)
 
 
 def run_job(job: Job, content_type: ContentType, max_size: int | None, processor: Processor,
@@ -133,7 +147,7 @@ def run_job(job: Job, content_type: ContentType, max_size: int | None, processor
     try:
         with create_source(content_type, job.source, max_size) as source, ExitStack() as stack:
             if job.output is not None:
-                sink = stack.enter_context(open_sink(content_type, job.output, source))
+                sink = stack.enter_context(open_sink(content_type, job.output, source, job.source))
             return stylize_frames(source, processor, sink, display, progress)
     finally:
         # Also on Ctrl-C: the video sink has then saved what was done as a partial video.
@@ -168,7 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     output_dir = Path(args.output_dir) if args.save_output else None
     inputs = find_inputs(content_type, args.source, output_dir)
     device = resolve_device(args.device)
-    processor = Processor(load_model(args.model_path, device), device)
+    processor = Processor(load_model(args.model_path, device), device,
+                          stylize_precision(args.precision, device),
+                          channels_last=config.STYLIZE_CHANNELS_LAST, compile=args.compile,
+                          batch_size=args.batch_size or default_batch_size(device))
     jobs, notes = plan_jobs(inputs, content_type, output_dir, args.output_name, args.model_path,
                             args.overwrite)
     for note in notes:

@@ -4,18 +4,21 @@ Only this module writes output files. Every sink takes RGB uint8 HxWx3 frames.
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
+import tempfile
+import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+import config
 from utils import fail, save_image, temp_file_beside
 
-# OpenCV codec per video container; mp4v plays nearly everywhere without extra libraries.
-VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27 is Esc
 DISPLAY_PROBE_TIMEOUT_S = 15
 
@@ -43,23 +46,122 @@ class ImageSink:
         pass
 
 
+@functools.lru_cache(maxsize=1)
+def find_ffmpeg() -> str | None:
+    """The FFmpeg executable of the imageio-ffmpeg package (or the one its IMAGEIO_FFMPEG_EXE
+    names); None where there is none."""
+    try:
+        import imageio_ffmpeg
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def ffmpeg_encoders(exe: str) -> frozenset[str]:
+    """The encoder names an FFmpeg executable offers."""
+    listing = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True,
+                             timeout=60).stdout
+    return frozenset(line.split()[1] for line in listing.splitlines()
+                     if len(line.split()) > 1 and line.startswith(" ") and line.split()[0][0] in "VAS")
+
+
+def frame_rate(fps: float) -> Fraction:
+    """The exact rate behind a container's float fps: 29.97002997 -> 30000/1001."""
+    return Fraction(fps).limit_denominator(1001)
+
+
+class _FFmpegEncoder:
+    """RGB frames piped into FFmpeg, which encodes them (and muxes audio_from's first audio
+    track, cut to the video's length) into `target`."""
+
+    def __init__(self, exe: str, target: str, fps: float, size: tuple[int, int], fmt: dict,
+                 audio_from: str | Path | None):
+        rate = frame_rate(fps)
+        video = fmt["video"]
+        if "libx264" in video and "libx264" not in ffmpeg_encoders(exe):
+            video = config.H264_FALLBACK
+        command = [exe, "-hide_banner", "-loglevel", "error", "-y",
+                   "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}",
+                   "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0"]
+        if audio_from is not None:
+            # "?": a source without audio is fine. apad + -shortest: the output ends with the
+            # video, sound padded with silence if it ends sooner or cut if it goes on (a
+            # partial video gets partial sound); -shortest alone would end it with the sound.
+            command += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0?", *fmt["audio"],
+                        "-af", "apad", "-shortest"]
+        command += [*video, *fmt["container"], target]
+        self._log = tempfile.TemporaryFile()
+        # Its own session: Ctrl-C reaches only this process, which then closes the pipe so
+        # that FFmpeg finishes a playable partial file instead of dying half-way.
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=self._log, start_new_session=True)
+
+    def _failure(self) -> RuntimeError:
+        self._log.seek(0)
+        message = self._log.read().decode(errors="replace").strip()
+        return RuntimeError(f"FFmpeg failed (exit status {self._process.returncode}): "
+                            f"{message[-500:] or 'no message'}")
+
+    def write(self, frame: np.ndarray) -> None:
+        try:
+            self._process.stdin.write(np.ascontiguousarray(frame).data)
+        except (BrokenPipeError, OSError):
+            self._process.wait()
+            raise self._failure() from None
+
+    def close(self) -> None:
+        try:
+            self._process.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # reported below by the exit status
+        if self._process.wait() != 0:
+            raise self._failure()
+        self._log.close()
+
+    def abort(self) -> None:
+        self._process.kill()
+        self._process.wait()
+        self._log.close()
+
+
+class _OpenCVEncoder:
+    """The fallback without FFmpeg: OpenCV's own writer, no sound."""
+
+    def __init__(self, target: str, fps: float, size: tuple[int, int], fourcc: str):
+        self._writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        self.opened = self._writer.isOpened()
+
+    def write(self, frame: np.ndarray) -> None:
+        self._writer.write(_to_bgr(frame))
+
+    def close(self) -> None:
+        self._writer.release()
+
+    def abort(self) -> None:
+        self._writer.release()
+
+
 class VideoSink:
     """Writes frames into a temporary file beside `path`, renamed into place on close.
 
-    A crash never leaves a broken file under the final name. Used as a context manager, the
-    video is finalised when the block ends normally or by KeyboardInterrupt (then
-    `partial` is True) and deleted when it ends by any other error.
+    The video is encoded by the FFmpeg that imageio-ffmpeg ships (H.264 in MP4, with the first
+    audio track of `audio_from` when given); without it, by OpenCV, without sound, after a
+    warning. A crash never leaves a broken file under the final name. Used as a context
+    manager, the video is finalised when the block ends normally or by KeyboardInterrupt
+    (then `partial` is True) and deleted when it ends by any other error.
     """
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
-        codec = VIDEO_CODECS.get(path.suffix.lower())
-        if codec is None:
+    def __init__(self, path: Path, fps: float, size: tuple[int, int],
+                 audio_from: str | Path | None = None):
+        fmt = config.VIDEO_FORMATS.get(path.suffix.lower())
+        if fmt is None:
             fail(f"cannot write video {path.name}: use a name ending in "
-                 f"{', '.join(VIDEO_CODECS)}")
+                 f"{', '.join(config.VIDEO_FORMATS)}")
         self.path = path
         self.size = size
-        # The codecs behind these containers store 4:2:0 colour, which needs even sides; OpenCV
-        # would silently trim an odd side, so do it here, once, and say so.
+        # The codecs behind these containers store 4:2:0 colour, which needs even sides;
+        # encoders would refuse or silently trim an odd side, so trim it here, once, and say so.
         self.encoded_size = (size[0] - size[0] % 2, size[1] - size[1] % 2)
         if self.encoded_size != size:
             print(f"note: {path.suffix} video needs even sizes; writing "
@@ -69,24 +171,36 @@ class VideoSink:
         self.saved = False
         self.partial = False
         # The temporary name keeps the container extension: OpenCV picks the muxer from it.
-        tmp = temp_file_beside(path)
-        self._tmp = Path(tmp)
-        self._writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), fps, self.encoded_size)
-        if not self._writer.isOpened():
+        self._tmp = Path(temp_file_beside(path))
+        exe = find_ffmpeg()
+        if exe is not None:
+            self.with_audio = audio_from is not None
+            self._encoder = _FFmpegEncoder(exe, str(self._tmp), fps, self.encoded_size, fmt,
+                                           audio_from)
+            return
+        warnings.warn(f"no FFmpeg found (pip install imageio-ffmpeg): {path.name} is written "
+                      f"by OpenCV ({fmt['opencv']}), without sound", stacklevel=2)
+        self.with_audio = False
+        self._encoder = _OpenCVEncoder(str(self._tmp), fps, self.encoded_size, fmt["opencv"])
+        if not self._encoder.opened:
             self.discard()
-            fail(f"OpenCV cannot write a {codec} video to {path}")
+            fail(f"OpenCV cannot write a {fmt['opencv']} video to {path}")
 
     def write(self, frame: np.ndarray) -> None:
         height, width = frame.shape[:2]
         if (width, height) != self.size:
-            # OpenCV would silently drop a frame of another size.
+            # Encoders would drop or garble a frame of another size.
             raise ValueError(f"frame of {width}x{height} for a {self.size[0]}x{self.size[1]} video")
-        self._writer.write(_to_bgr(frame[:self.encoded_size[1], :self.encoded_size[0]]))
+        self._encoder.write(frame[:self.encoded_size[1], :self.encoded_size[0]])
         self.frames_written += 1
 
     def finish(self) -> Path | None:
         """Close the video and move it to its final name; None if no frame was written."""
-        self._writer.release()
+        try:
+            self._encoder.close()
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
         if self.frames_written == 0:
             self._tmp.unlink(missing_ok=True)
             return None
@@ -97,7 +211,7 @@ class VideoSink:
         return self.path
 
     def discard(self) -> None:
-        self._writer.release()
+        self._encoder.abort()
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "VideoSink":
@@ -140,9 +254,16 @@ class Display:
         self.title = title
         cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
 
-    def show(self, frame: np.ndarray, wait_ms: int = 1) -> bool:
-        """Show a frame for at least wait_ms; False when the user asked to stop."""
-        cv2.imshow(self.title, _to_bgr(frame))
+    def show(self, frame: np.ndarray, wait_ms: int = 1, fps: float | None = None) -> bool:
+        """Show a frame for at least wait_ms, with the frames/s written on it when given;
+        False when the user asked to stop."""
+        image = _to_bgr(frame)
+        if fps is not None:
+            label = f"{fps:.1f} frames/s"
+            for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):  # outlined: readable on any style
+                cv2.putText(image, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, thickness,
+                            cv2.LINE_AA)
+        cv2.imshow(self.title, image)
         key = cv2.waitKey(max(1, wait_ms))
         if key >= 0 and (key & 0xFF) in QUIT_KEYS:
             return False

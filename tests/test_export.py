@@ -68,7 +68,9 @@ def test_stylize_runs_the_onnx_model_like_the_checkpoint(exported, tmp_path):
     for model in ("tiny.pth.tar", "out/tiny.onnx"):
         result = run_script("stylize.py", "--content_type", "image", "--source", str(image),
                             "--model_path", str(folder / model), "--output_dir", str(tmp_path / model),
-                            "--real_time", "False", "--device", "cpu", env=QUIET)
+                            "--real_time", "False", "--device", "cpu",
+                            "--precision", "fp32",  # ONNX runs float32; auto may not
+                            env=QUIET)
         assert result.returncode == 0, result.stderr
         outputs[model] = np.asarray(Image.open(tmp_path / model / "photo_tiny.png")).astype(int)
     assert outputs["out/tiny.onnx"].shape == (61, 83, 3)

@@ -38,12 +38,14 @@ class ContentSource(ABC):
       size:        (width, height) of every frame yielded, after scaling.
       fps:         frames per second as the container reports it; None for still images.
       frame_count: the number of frames if known in advance, else None.
+      live:        frames come at the source's pace and cannot wait (cameras, streams).
     """
 
     label: str
     size: tuple[int, int]
     fps: float | None
     frame_count: int | None
+    live: bool = False
 
     @abstractmethod
     def frames(self) -> Iterator[Frame]:

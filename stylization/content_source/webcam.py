@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+import cv2
+
 from stylization.content_source.video import CaptureSource
 
 
@@ -38,3 +40,7 @@ class WebcamSource(CaptureSource):
                          no_frames=f"{what} opened but gave no frames: {advice}")
         # A live source has no known length, even when its stream reports one.
         self.frame_count = None
+        self.live = True
+        if index is not None:
+            # Drivers queue several frames by default; the pipeline wants the newest one.
+            self._capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)

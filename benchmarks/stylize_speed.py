@@ -1,0 +1,386 @@
+"""Stylisation speed: the naive loop, the network alone and stylize.py's pipeline, per precision.
+
+    python benchmarks/stylize_speed.py --video ../shared/media/video/bikes.mp4 --size 640x360
+
+In one run, on the same model weights and the same video, it prints frames/s of
+1. the naive loop, as the original did it: read one frame, convert, float32 forward, write
+   (OpenCV, mp4v), repeat;
+2. the network alone on frames already decoded into memory (stylization.processor.Processor,
+   as the pipeline calls it), per precision and batch size;
+3. stylize.py end to end (its main(), in this process, exactly as the command line runs it:
+   decode, network, H.264 encode and audio mux), per precision;
+and, per precision, the network's achieved GFLOP/s (convolution FLOPs counted by
+torch.utils.flop_counter, times the best model-only frames/s) against this machine's
+matrix-multiply peak (torch.mm on --matmul_size squares, measured in the same run), and the
+mean and 99th-percentile absolute difference of its output from float32's (0-255 units),
+which decides whether `--precision auto` may pick it (config.AUTO_PRECISION_MAX_MEAN_DIFF).
+
+With --clock cpu --threads 1, every rate is per CPU second (this process and its FFmpeg
+child) rather than per elapsed second: on a machine shared with other jobs that measures the
+work each way needs, which elapsed time cannot. GFLOP/s are then per core, against a
+one-thread matrix-multiply peak.
+
+The video is first cut to --frames frames, scaled to --size and given a test tone as sound by
+the FFmpeg of imageio-ffmpeg, in a temporary folder that is deleted afterwards; nothing is
+written anywhere else. Model-only times leave out each run's first batch (warm-up, or
+compilation with --compile); end-to-end times include everything from main() called to main()
+returned (model loading, compilation with --compile). With --rounds N every row is measured N
+times, the rows interleaved, and the median is printed: on a shared machine that evens out
+changes in the load.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import config  # noqa: E402
+from stylization.content_source.video import VideoSource  # noqa: E402
+from stylization.main import main as stylize_main  # noqa: E402
+from stylization.processor import Processor, default_batch_size, stylize_precision  # noqa: E402
+from stylization.sink import find_ffmpeg  # noqa: E402
+from utils import (has_native_bf16_cpu, load_model, precision_name, resolve_device,  # noqa: E402
+                   tensor_to_array)
+
+MATMUL_SECONDS = 2.0  # how long each matmul peak is measured
+
+
+def wall_clock() -> float:
+    return time.perf_counter()
+
+
+def cpu_clock() -> float:
+    """CPU seconds used by this process and its finished children (the FFmpeg encoder)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+clock = wall_clock  # --clock cpu replaces it
+
+
+def prepare_video(source: Path, target: Path, size: tuple[int, int], frames: int) -> int:
+    """The first `frames` frames of source at size (H.264), with a 440 Hz tone as its sound."""
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        sys.exit("this benchmark needs imageio-ffmpeg (pip install imageio-ffmpeg)")
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(source), "-f", "lavfi", "-i",
+                    "sine=frequency=440:sample_rate=44100", "-map", "0:v:0", "-map", "1:a:0",
+                    "-vf", f"scale={size[0]}:{size[1]},setsar=1", "-frames:v", str(frames),
+                    "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
+                    "-c:a", "aac", "-shortest", str(target)], check=True)
+    capture = cv2.VideoCapture(str(target))
+    count = 0
+    while capture.grab():
+        count += 1
+    capture.release()
+    return count
+
+
+def naive_loop(video: Path, model_path: Path, output: Path) -> float:
+    """Frames/s of the original's loop: one frame, float32, read and write in line."""
+    model = load_model(model_path)
+    start = clock()
+    capture = cv2.VideoCapture(str(video))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    writer = None
+    count = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        tensor = torch.from_numpy(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float() / 255
+        with torch.no_grad():
+            result = tensor_to_array(model(tensor[None]))
+        if writer is None:
+            height, width = result.shape[:2]
+            writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        writer.write(cv2.cvtColor(result, cv2.COLOR_RGB2BGR))
+        count += 1
+    capture.release()
+    writer.release()
+    return count / (clock() - start)
+
+
+def decoded_frames(video: Path) -> list[np.ndarray]:
+    with VideoSource(video) as source:
+        return [frame for _, frame in source.frames()]
+
+
+def model_only(model_path: Path, device: torch.device, dtype: torch.dtype | None, frames: list[np.ndarray],
+               batch_size: int, compiled: bool, channels_last: bool) -> tuple[float, float, list[np.ndarray]]:
+    """(frames/s after the first batch, seconds of the first batch, all results)."""
+    processor = Processor(load_model(model_path, device), device, dtype, channels_last=channels_last,
+                          compile=compiled, batch_size=batch_size)
+    batches = [frames[i:i + batch_size] for i in range(0, len(frames), batch_size)]
+    start = clock()
+    results = processor(batches[0])
+    first = clock() - start
+    start = clock()
+    for batch in batches[1:]:
+        results += processor(batch)
+    timed = len(frames) - len(batches[0])
+    return timed / (clock() - start), first, results
+
+
+def end_to_end(video: Path, model_path: Path, device: str, precision: str, batch_size: int,
+               compiled: bool, output_dir: Path, frames: int) -> tuple[float, str]:
+    """Frames/s of stylize.py's main() on video, and FFmpeg's description of the output."""
+    args = ["--content_type", "video", "--source", str(video), "--model_path", str(model_path),
+            "--device", device, "--precision", precision, "--batch_size", str(batch_size),
+            "--compile", str(compiled), "--output_dir", str(output_dir), "--output_name", "out.mp4",
+            "--overwrite", "True", "--real_time", "False"]
+    start = clock()
+    stylize_main(args)
+    elapsed = clock() - start
+    info = subprocess.run([find_ffmpeg(), "-hide_banner", "-i", str(output_dir / "out.mp4")],
+                          capture_output=True, text=True).stderr
+    streams = [line.split(": ", 2)[1] + " " + line.split(": ", 2)[2].split(",")[0].split(" ")[0]
+               for line in info.splitlines() if line.strip().startswith("Stream #")]
+    return frames / elapsed, ", ".join(streams)
+
+
+def peak_memory_mb(video: Path, model_path: Path, device: str, output_dir: Path) -> float:
+    """Peak resident memory of a `python stylize.py` process stylising video, in MB."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "stylize.py"), "--content_type", "video", "--source", str(video),
+         "--model_path", str(model_path), "--device", device, "--output_dir", str(output_dir),
+         "--output_name", "memory.mp4", "--overwrite", "True", "--real_time", "False"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        sys.exit(f"stylize.py failed on {video} (status {status})")
+    return usage.ru_maxrss / 1024  # kilobytes on Linux
+
+
+def network_flops(model_path: Path, size: tuple[int, int]) -> float:
+    """FLOPs of one frame through the network (convolutions; norms and activations are not counted)."""
+    model = load_model(model_path)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.rand(1, 3, size[1], size[0]))
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, n: int) -> float:
+    """GFLOP/s of torch.mm on n x n matrices of dtype, the best of repeated runs."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    torch.mm(a, b)
+    best, spent = 0.0, 0.0
+    while spent < MATMUL_SECONDS:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = clock()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        took = clock() - start
+        spent += took
+        best = max(best, 2 * n ** 3 / took / 1e9)
+    return best
+
+
+def difference(reference: list[np.ndarray], other: list[np.ndarray]) -> tuple[float, int]:
+    """Mean and 99th-percentile absolute difference, 0-255 units, over all pixels."""
+    counts = np.zeros(256, np.int64)
+    for a, b in zip(reference, other):
+        counts += np.bincount(np.abs(a.astype(np.int16) - b.astype(np.int16)).ravel(), minlength=256)
+    mean = float((counts * np.arange(256)).sum() / counts.sum())
+    p99 = int(np.searchsorted(np.cumsum(counts), 0.99 * counts.sum()))
+    return mean, p99
+
+
+def default_precisions(device: torch.device) -> list[str]:
+    if device.type == "cuda":
+        return ["fp32", "fp16", "bf16"] if torch.cuda.is_bf16_supported() else ["fp32", "fp16"]
+    return ["fp32", "bf16"] if has_native_bf16_cpu() else ["fp32"]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, height = (int(v) for v in text.lower().split("x"))
+    return width, height
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--video", default=str(ROOT.parent / "shared" / "media" / "video" / "bikes.mp4"))
+    parser.add_argument("--model_path", default=str(ROOT / "trained_models" / "mosaic.pth.tar"))
+    parser.add_argument("--size", type=parse_size, default=(640, 360), help="WIDTHxHEIGHT")
+    parser.add_argument("--frames", type=int, default=100, help="frames of the video used")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precisions", default=None,
+                        help="comma-separated (default: those this device runs natively)")
+    parser.add_argument("--batch_sizes", default=None,
+                        help="model-only batch sizes, comma-separated (default: 1,2,4 on a CPU, "
+                             "1,4,8,16 on CUDA)")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile rows")
+    parser.add_argument("--other_layout", action="store_true",
+                        help="add model-only rows with the memory format config.STYLIZE_CHANNELS_LAST "
+                             "does not pick (NCHW vs channels-last)")
+    parser.add_argument("--skip_naive", action="store_true", help="leave out the naive loop")
+    parser.add_argument("--matmul_size", type=int, default=2048)
+    parser.add_argument("--memory_frames", default=None,
+                        help="e.g. 100,1000: also report stylize.py's peak memory on the video looped "
+                             "to these lengths, at --memory_size (Linux)")
+    parser.add_argument("--memory_size", type=parse_size, default=(256, 144))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice, one per core)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: time by CPU seconds used (this process and FFmpeg) instead of "
+                             "elapsed seconds, so that other jobs on a shared machine do not count; "
+                             "use it with --threads 1, where no thread waits for another")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every row this many times, interleaved; report medians")
+    args = parser.parse_args()
+
+    global clock
+    clock = cpu_clock if args.clock == "cpu" else wall_clock
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.clock == "cpu" and device.type == "cuda":
+        sys.exit("--clock cpu measures CPU work; GPU time would not be counted")
+    precisions = args.precisions.split(",") if args.precisions else default_precisions(device)
+    if "fp32" not in precisions:
+        precisions.insert(0, "fp32")  # the reference for every difference
+    batch_sizes = ([int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes
+                   else [1, 2, 4] if device.type == "cpu" else [1, 4, 8, 16])
+    pipeline_batch = default_batch_size(device)
+    model_path = Path(args.model_path)
+    loads = [os.getloadavg()[0]]
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"model {model_path}, {args.size[0]}x{args.size[1]}; load average before: {loads[0]:.2f}",
+          flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        video = tmp / "input.mp4"
+        count = prepare_video(Path(args.video), video, args.size, args.frames)
+        print(f"{count} frames of {args.video} scaled to {args.size[0]}x{args.size[1]}, with a tone",
+              flush=True)
+        frames = decoded_frames(video)
+
+        # Every measured row, run once per round; rounds interleave the rows so that a change in
+        # the machine's load touches all of them alike. Each row: (label, precision, batch, run).
+        runs: list[tuple[str, str, int, Callable[[], tuple]]] = []
+        if not args.skip_naive:
+            runs.append(("naive loop", "fp32", 1, lambda: (naive_loop(video, model_path, tmp / "naive.mp4"),)))
+        compile_options = [False, True] if args.compile else [False]
+        layouts = [config.STYLIZE_CHANNELS_LAST,
+                   *([not config.STYLIZE_CHANNELS_LAST] if args.other_layout else [])]
+        for compiled in compile_options:
+            for name in precisions:
+                dtype = stylize_precision(name, device)
+                used = precision_name(dtype)
+                for channels_last in layouts:
+                    label = "model only" + (" compiled" if compiled else "")
+                    if channels_last != config.STYLIZE_CHANNELS_LAST:  # a comparison row
+                        label += ", channels-last" if channels_last else ", NCHW"
+                    for batch_size in batch_sizes:
+                        runs.append((label, used, batch_size, functools.partial(
+                            model_only, model_path, device, dtype, frames, batch_size, compiled, channels_last)))
+                label = "stylize.py end to end" + (" compiled" if compiled else "")
+                runs.append((label, used, pipeline_batch, functools.partial(
+                    end_to_end, video, model_path, str(device), name, pipeline_batch, compiled,
+                    tmp / "out", count)))
+
+        measured: dict[int, list[float]] = {i: [] for i in range(len(runs))}
+        firsts: dict[int, float] = {}
+        outputs: dict[str, list[np.ndarray]] = {}
+        peaks: dict[str, float] = {}
+        for round_ in range(args.rounds):
+            for i, (label, used, batch_size, run) in enumerate(runs):
+                result = run()
+                measured[i].append(result[0])
+                note = ""
+                if label.startswith("model only"):
+                    firsts.setdefault(i, result[1])
+                    if label == "model only" and batch_size == batch_sizes[0]:
+                        outputs.setdefault(used, result[2])
+                    note = f" (first batch {result[1]:.1f} s)"
+                elif label.startswith("stylize.py"):
+                    note = f"; output: {result[1]}"
+                print(f"round {round_ + 1}: {label} {used} batch {batch_size}: {result[0]:.2f} frames/s{note}",
+                      flush=True)
+            for used in outputs:  # the best of all rounds is the machine's peak
+                peak = matmul_peak(getattr(torch, config.PRECISIONS[used]), device, args.matmul_size)
+                peaks[used] = max(peaks.get(used, 0.0), peak)
+            loads.append(os.getloadavg()[0])
+
+        memory = []
+        for length in ([int(n) for n in args.memory_frames.split(",")] if args.memory_frames else []):
+            looped = tmp / f"loop{length}.mp4"
+            subprocess.run([find_ffmpeg(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(video),
+                            "-vf", f"scale={args.memory_size[0]}:{args.memory_size[1]}", "-frames:v",
+                            str(length), "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac",
+                            "-shortest", str(looped)], check=True)
+            memory.append((length, peak_memory_mb(looped, model_path, str(device), tmp / "out")))
+            print(f"peak memory, {length} frames: {memory[-1][1]:.0f} MB", flush=True)
+    flops = network_flops(model_path, args.size)
+
+    fps = {i: statistics.median(values) for i, values in measured.items()}
+    naive = next((fps[i] for i, run in enumerate(runs) if run[0] == "naive loop"), None)
+    best = {}
+    for i, (label, used, batch_size, _) in enumerate(runs):
+        if label in ("model only", "model only compiled"):
+            best[used, "compiled" in label] = max(best.get((used, "compiled" in label), 0.0), fps[i])
+
+    print(f"\nload average (1 min) at the start and after each round: "
+          f"{', '.join(f'{v:.2f}' for v in loads)}; other processes share these cores")
+    unit = "frames per CPU second" if args.clock == "cpu" else "frames/s"
+    print(f"network: {flops / 1e9:.2f} GFLOP per {args.size[0]}x{args.size[1]} frame; {unit} are "
+          f"medians of {args.rounds} round(s) over {count} frames, {torch.get_num_threads()} torch "
+          f"thread(s), {args.clock} clock\n")
+    print(f"| run | precision | batch | {unit} | vs naive loop | vs model only (same precision, batch) | first batch (s) |")
+    print("| :-- | :-- | --: | --: | --: | --: | --: |")
+    for i, (label, used, batch_size, _) in enumerate(runs):
+        versus_naive = f"{fps[i] / naive:.2f}x" if naive else "-"
+        versus_model = "-"
+        if label.startswith("stylize.py"):
+            model_label = "model only compiled" if "compiled" in label else "model only"
+            same = [fps[j] for j, r in enumerate(runs) if r[0] == model_label and r[1] == used
+                    and r[2] == batch_size]
+            versus_model = f"{fps[i] / same[0]:.0%}" if same else "-"
+        first = f"{firsts[i]:.1f}" if i in firsts else "-"
+        print(f"| {label} | {used} | {batch_size} | {fps[i]:.2f} | {versus_naive} | {versus_model} | {first} |")
+
+    limit = config.AUTO_PRECISION_MAX_MEAN_DIFF
+    per = "per CPU second, " if args.clock == "cpu" else ""
+    print(f"\n| precision | matmul peak GFLOP/s ({per}{torch.get_num_threads()} thread(s)) | network GFLOP/s (best model only, eager) | of peak | "
+          f"mean abs diff from fp32 | p99 abs diff | auto may pick it (mean <= {limit}) |")
+    print("| :-- | --: | --: | --: | --: | --: | :-- |")
+    for used, results in outputs.items():
+        achieved = flops * best[used, False] / 1e9
+        mean, p99 = difference(outputs["fp32"], results)
+        allowed = "reference" if used == "fp32" else ("yes" if mean <= limit else "no")
+        print(f"| {used} | {peaks[used]:.1f} | {achieved:.1f} | {achieved / peaks[used]:.0%} | "
+              f"{mean:.2f} | {p99} | {allowed} |")
+    if args.compile:
+        for used in outputs:
+            achieved = flops * best[used, True] / 1e9
+            print(f"| {used}, compiled | {peaks[used]:.1f} | {achieved:.1f} | {achieved / peaks[used]:.0%} | - | - | - |")
+    if memory:
+        print(f"\n| stylize.py on a video of, at {args.memory_size[0]}x{args.memory_size[1]} | peak memory (MB) |")
+        print("| :-- | --: |")
+        for length, megabytes in memory:
+            print(f"| {length} frames | {megabytes:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
