@@ -7,7 +7,7 @@ train_output=${1:?give the --train_output_dir of the run that trained trained_mo
 out=$(mktemp -d)
 
 python stylize.py --content_type image --source docs/grace_hopper.jpg \
-    --model_path trained_models/mosaic.pth.tar --real_time False \
+    --model_path trained_models/mosaic.pth.tar --real_time False --precision fp32 \
     --output_dir "$out" --output_name stylised.png
 python - "$out/stylised.png" <<'PY'
 import sys
