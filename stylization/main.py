@@ -20,6 +20,7 @@ from stylization.enum_class import ContentType
 from stylization.paths import Job, find_inputs, plan_jobs
 from stylization.processor import Processor
 from stylization.sink import Display, ImageSink, VideoSink, display_available
+from stylization.stability import StabilityResult, WarpErrorMeter
 from utils import UserError, fail, load_model, resolve_device, str2bool
 
 MIN_MAX_SIZE = 16  # smaller frames carry too little for the network's 9x9 kernels
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", type=str2bool, default=False,
                    help="replace existing output files instead of picking a free name (inputs "
                         "are never replaced; default: %(default)s)")
+    p.add_argument("--report_stability", type=str2bool, default=False,
+                   help="videos: print each video's warping error E_warp (temporal flicker; "
+                        "lower is steadier) and the input's own after the run (default: %(default)s)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return p
 
@@ -68,6 +72,7 @@ class Report:
     saved: list[Path] = field(default_factory=list)
     partial: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    stability: list[tuple[str, StabilityResult]] = field(default_factory=list)
 
     def add(self, sink: ImageSink | VideoSink) -> None:
         (self.partial if sink.partial else self.saved).append(sink.path)
@@ -81,11 +86,15 @@ class Report:
         else:
             for path in self.saved:
                 print(f"saved {path}")
+        for label, result in self.stability:
+            print(result.line(label))
 
 
 def check_args(args: argparse.Namespace) -> None:
     if args.max_size is not None and args.max_size < MIN_MAX_SIZE:
         fail(f"--max_size must be at least {MIN_MAX_SIZE} (got {args.max_size})")
+    if args.report_stability and args.content_type != ContentType.VIDEO.value:
+        fail("--report_stability measures flicker between video frames: use it with --content_type video")
     if not args.real_time and not args.save_output:
         fail("--real_time and --save_output are both False: nothing would be shown or saved")
 
@@ -109,8 +118,9 @@ def open_sink(content_type: ContentType, path: Path, source: ContentSource) -> I
 
 
 def stylize_frames(source: ContentSource, processor: Processor, sink: ImageSink | VideoSink | None,
-                   display: Display | None, progress: bool) -> bool:
-    """Stylise every frame of source into the sink and window; False if the user stopped."""
+                   display: Display | None, progress: bool, meter: WarpErrorMeter | None = None) -> bool:
+    """Stylise every frame of source into the sink, window and stability meter; False if the
+    user stopped."""
     frames = source.frames()
     if progress:
         frames = tqdm(frames, total=source.frame_count, unit="frame", desc=source.label)
@@ -119,34 +129,40 @@ def stylize_frames(source: ContentSource, processor: Processor, sink: ImageSink 
         result = processor([frame])[0]
         if sink is not None:
             sink.write(result)
+        if meter is not None:
+            meter.add(frame, result)
         if display is not None and not display.show(result, wait_ms):
             return False
     return True
 
 
 def run_job(job: Job, content_type: ContentType, max_size: int | None, processor: Processor,
-            display: Display | None, progress: bool, report: Report) -> bool:
+            display: Display | None, progress: bool, report: Report, stability: bool = False) -> bool:
     """Stylise one source; False if the user asked to stop the whole run."""
     sink = None
+    meter = WarpErrorMeter() if stability else None
     try:
         with create_source(content_type, job.source, max_size) as source, ExitStack() as stack:
             if job.output is not None:
                 sink = stack.enter_context(open_sink(content_type, job.output, source))
-            return stylize_frames(source, processor, sink, display, progress)
+            return stylize_frames(source, processor, sink, display, progress, meter)
     finally:
         # Also on Ctrl-C: the video sink has then saved what was done as a partial video.
         if sink is not None and sink.saved:
             report.add(sink)
+        if meter is not None and meter.frames:
+            report.stability.append((Path(job.source).name, meter.result()))
 
 
 def run_jobs(jobs: list[Job], content_type: ContentType, max_size: int | None,
-             processor: Processor, display: Display | None, report: Report) -> None:
+             processor: Processor, display: Display | None, report: Report,
+             stability: bool = False) -> None:
     batch = len(jobs) > 1
     for job in tqdm(jobs, unit="file", disable=not batch):
         try:
             keep_going = run_job(job, content_type, max_size, processor, display,
                                  progress=not batch and content_type is not ContentType.IMAGE,
-                                 report=report)
+                                 report=report, stability=stability)
         except UserError as err:
             if not batch:
                 raise
@@ -174,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     display = open_display(args.real_time, args.save_output)
     report = Report()
     try:
-        run_jobs(jobs, content_type, args.max_size, processor, display, report)
+        run_jobs(jobs, content_type, args.max_size, processor, display, report, args.report_stability)
     except KeyboardInterrupt:
         report.print()
         print("interrupted", file=sys.stderr)
