@@ -480,4 +480,8 @@ def _main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(_main)
+    # Through the importable module, so that its UserError is the one that other modules
+    # (which import utils) raise, not a second copy belonging to __main__.
+    import utils
+
+    utils.run_cli(utils._main)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from itertools import zip_longest
+from itertools import chain, repeat, zip_longest
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -107,35 +107,35 @@ class WarpErrorMeter:
 
 # ----------------------------------------------------------------------------- files
 def read_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """RGB uint8 frames of a video file or of a folder of images (sorted by name)."""
+    """RGB uint8 frames of a video file or of a folder of images (sorted by name). The path
+    is checked now, the frames are read as they are iterated."""
     from stylization.content_source.factory import create_source
     from stylization.enum_class import ContentType
 
     path = Path(path)
+    if not path.exists():
+        fail(f"{path} does not exist: give a video file or a folder of frames")
     if path.is_dir():
         files, _ = list_files(path, config.IMAGE_EXTENSIONS)
         if not files:
             fail(f"no images in {path}: give a video file or a folder of frames")
-        for file in files:
-            yield np.asarray(load_image(file))
-        return
-    with create_source(ContentType.VIDEO, path) as source:
-        for _, frame in source.frames():
-            yield frame
+        return (np.asarray(load_image(file)) for file in files)
+    source = create_source(ContentType.VIDEO, path)
+
+    def frames() -> Iterator[np.ndarray]:
+        with source:
+            for _, frame in source.frames():
+                yield frame
+    return frames()
 
 
 def read_flows(folder: str | Path | None) -> Iterator[np.ndarray | None]:
-    """The .flo files of a folder in name order (None forever without a folder)."""
-    if folder is None:
-        while True:
-            yield None
-    files, _ = list_files(folder, (".flo",))
-    if not files:
+    """The .flo files of a folder in name order, then None for ever (None at once without
+    a folder): pairs without a file get OpenCV's flow."""
+    files = list_files(folder, (".flo",))[0] if folder is not None else []
+    if folder is not None and not files:
         fail(f"no .flo files in {folder}: give the folder holding the flow of each frame pair")
-    for file in files:
-        yield read_flo(file)
-    while True:  # fewer flows than pairs: the rest come from OpenCV
-        yield None
+    return chain((read_flo(file) for file in files), repeat(None))
 
 
 def score_videos(input_path: str | Path, stylised_path: str | Path,
