@@ -11,7 +11,10 @@ markdown table of images/s for
 - the project's step (train.main.optimization_step, as train.py runs it) per precision,
 and, for each precision, the style and content losses its model reaches after --steps steps
 (same seed, same data order), evaluated in float32 on the same frames, so that speed is
-never bought with quality. Step times exclude data loading (frames are decoded once up
+never bought with quality. With several --seeds (initial weights and data order) each
+precision is trained once per seed and a second table compares the precisions' mean losses
+with the spread between seeds of one precision: a gap smaller than that spread is the runs'
+trajectories parting, not the precision. Step times exclude data loading (frames are decoded once up
 front) and the first --warmup steps of each run.
 """
 from __future__ import annotations
@@ -90,9 +93,8 @@ class Bench:
         self.device = resolve_device(args.device)
         dataset = ContentDataset(args.content_dir, args.img_size)
         self.frames = [dataset[i] for i in range(len(dataset))]  # decoded once: steps are timed alone
-        self.order = batch_order(len(dataset), args.batch_size, d["seed"],
-                                 max(args.steps, args.baseline_steps + args.warmup, EVAL_BATCHES))
-        self.style_image = load_style_image(args.style_path, d["style_size"]).to(self.device)
+        self.orders: dict[int, list[list[int]]] = {}
+        self.style_image = load_style_image(args.style_path, args.style_size).to(self.device)
         self.loss_net = build_loss_network(args.loss_net_path, "VGG16", "auto", self.device)
         self.layers = config.LOSS_LAYERS["VGG16"]
         self.grams = style_targets(self.loss_net, self.style_image, self.layers)
@@ -101,11 +103,14 @@ class Bench:
                                           d["noise_range"], generator).to(self.device)
         self.weights = {t: d[f"lambda_{t}"] for t in LOSS_TERMS}
 
-    def batch(self, k: int) -> torch.Tensor:
-        return torch.stack([self.frames[i] for i in self.order[k]]).to(self.device)
+    def batch(self, k: int, seed: int = config.TRAIN_DEFAULTS["seed"]) -> torch.Tensor:
+        if seed not in self.orders:
+            count = max(self.args.steps, self.args.baseline_steps + self.args.warmup, EVAL_BATCHES)
+            self.orders[seed] = batch_order(len(self.frames), self.args.batch_size, seed, count)
+        return torch.stack([self.frames[i] for i in self.orders[seed][k]]).to(self.device)
 
-    def fresh_model(self) -> tuple[StylizingNetwork, torch.optim.Adam]:
-        torch.manual_seed(config.TRAIN_DEFAULTS["seed"])
+    def fresh_model(self, seed: int = config.TRAIN_DEFAULTS["seed"]) -> tuple[StylizingNetwork, torch.optim.Adam]:
+        torch.manual_seed(seed)
         model = StylizingNetwork().to(self.device).train()
         return model, torch.optim.Adam(model.parameters(), lr=config.TRAIN_DEFAULTS["lr"])
 
@@ -127,11 +132,12 @@ class Bench:
             times.append((time.perf_counter() - start, len(images)))
         return images_per_second(times, self.args.warmup)
 
-    def project(self, precision: str, compiled: bool, nchw: bool,
+    def project(self, precision: str, compiled: bool, nchw: bool, seed: int,
                 ) -> tuple[str, float, float, dict[str, float]]:
         """(precision used, images/s, first step's seconds, float32 losses after --steps).
-        nchw: the loss network in NCHW memory instead of config.LOSS_NET_CHANNELS_LAST's."""
-        model, optimizer = self.fresh_model()
+        nchw: the loss network in NCHW memory instead of config.LOSS_NET_CHANNELS_LAST's;
+        seed: initial weights and data order."""
+        model, optimizer = self.fresh_model(seed)
         dtype = resolve_precision(precision, self.device)
         scaler = make_scaler(self.device, dtype)
         loss_net = self.loss_net
@@ -142,20 +148,22 @@ class Bench:
                                      else (model, loss_net))
         times = []
         for k in range(self.args.steps):
-            images = self.batch(k)
+            images = self.batch(k, seed)
             synchronize(self.device)
             start = time.perf_counter()
             optimization_step(step_model, step_loss_net, optimizer, scaler, dtype, images,
                               self.grams, self.weights, self.noise, self.layers)
             synchronize(self.device)
             times.append((time.perf_counter() - start, len(images)))
-            print(f"  {precision_name(dtype)}{' compiled' if compiled else ''}{' nchw' if nchw else ''}: step {k + 1}/"
+            print(f"  {precision_name(dtype)}{' compiled' if compiled else ''}{' nchw' if nchw else ''} "
+                  f"seed {seed}: step {k + 1}/"
                   f"{self.args.steps} {times[-1][0]:.2f} s", end="\r", file=sys.stderr, flush=True)
         print(file=sys.stderr)
         return precision_name(dtype), images_per_second(times, self.args.warmup), times[0][0], self.score(model)
 
     def score(self, model: StylizingNetwork) -> dict[str, float]:
-        """Mean unweighted style and content losses in float32 on the first epoch's first batches."""
+        """Mean unweighted style and content losses in float32 on the first batches of the
+        default seed's order: the same frames for every model."""
         sums = {"style": 0.0, "content": 0.0}
         with torch.no_grad():
             for k in range(EVAL_BATCHES):
@@ -175,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--img_size", type=int, default=256)
     p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--style_size", type=int, default=config.TRAIN_DEFAULTS["style_size"],
+                   help="the style image's longer side in pixels, as train.py's flag")
     p.add_argument("--steps", type=int, default=200,
                    help="steps of each project run (timed after --warmup; losses scored after all)")
     p.add_argument("--baseline_steps", type=int, default=10, help="timed steps of the straightforward step")
@@ -182,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precisions", nargs="+", choices=config.PRECISIONS,
                    help="precisions of the project's step (default: fp32 and bf16 on a CPU, "
                         "fp32, fp16 and bf16 on CUDA)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[config.TRAIN_DEFAULTS["seed"]],
+                   help="train each precision once per seed (initial weights and data order)")
     p.add_argument("--compile", action="store_true", help="also run each precision under torch.compile")
     p.add_argument("--nchw", action="store_true",
                    help="also run each precision with the loss network in NCHW memory (checks "
@@ -199,24 +211,49 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device {bench.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"img_size {args.img_size}, batch {args.batch_size}, {len(bench.frames)} frames", file=sys.stderr)
     baseline = bench.straightforward()
-    variants = [(p, False, False) for p in precisions]
-    variants += [(p, False, True) for p in precisions if args.nchw]
-    variants += [(p, True, False) for p in precisions if args.compile]
-    runs = [(compiled, nchw, *bench.project(p, compiled, nchw)) for p, compiled, nchw in variants]
-    reference = next((r[5] for r in runs if r[2] == "fp32" and not (r[0] or r[1])), None)
+    first_seed = args.seeds[0]
+    variants = [(p, False, False, seed) for seed in args.seeds for p in precisions]
+    variants += [(p, False, True, first_seed) for p in precisions if args.nchw]
+    variants += [(p, True, False, first_seed) for p in precisions if args.compile]
+    runs = [(compiled, nchw, seed, *bench.project(p, compiled, nchw, seed))
+            for p, compiled, nchw, seed in variants]
+    reference = next((r[6] for r in runs if r[3] == "fp32" and not (r[0] or r[1]) and r[2] == first_seed),
+                     None)
 
     def versus(losses: dict[str, float], name: str) -> str:
         return f"{100 * (losses[name] / reference[name] - 1):+.1f}%" if reference else "-"
 
-    print(f"\n| step | precision | images/s | vs straightforward | first step (s) | "
+    print(f"\n| step | precision | seed | images/s | vs straightforward | first step (s) | "
           f"style after {args.steps} | content after {args.steps} | style vs fp32 | content vs fp32 |")
-    print("| :-- | :-- | --: | --: | --: | --: | --: | --: | --: |")
-    print(f"| straightforward | fp32 | {baseline:.2f} | 1.00x | - | - | - | - | - |")
-    for compiled, nchw, name, rate, first, losses in runs:
+    print("| :-- | :-- | --: | --: | --: | --: | --: | --: | --: | --: |")
+    print(f"| straightforward | fp32 | {first_seed} | {baseline:.2f} | 1.00x | - | - | - | - | - |")
+    for compiled, nchw, seed, name, rate, first, losses in runs:
         label = "project" + (" + compile" if compiled else "") + (", loss net NCHW" if nchw else "")
-        print(f"| {label} | {name} | {rate:.2f} | {rate / baseline:.2f}x | "
+        print(f"| {label} | {name} | {seed} | {rate:.2f} | {rate / baseline:.2f}x | "
               f"{first:.1f} | {losses['style']:.4g} | {losses['content']:.4g} | "
               f"{versus(losses, 'style')} | {versus(losses, 'content')} |")
+    if len(args.seeds) > 1:
+        plain = [r for r in runs if not (r[0] or r[1])]
+        print_seed_summary({p: [r[6] for r in plain if r[3] == p] for p in dict.fromkeys(r[3] for r in plain)},
+                           args.steps)
+
+
+def print_seed_summary(losses: dict[str, list[dict[str, float]]], steps: int) -> None:
+    """Per precision: mean loss over seeds, the seeds' spread ((max - min) / mean) and the
+    mean's difference from fp32's mean."""
+    print(f"\n| precision | seeds | style after {steps}: mean | spread | vs fp32 | "
+          f"content after {steps}: mean | spread | vs fp32 |")
+    print("| :-- | --: | --: | --: | --: | --: | --: | --: |")
+    means = {p: {t: statistics.fmean(r[t] for r in runs) for t in ("style", "content")}
+             for p, runs in losses.items()}
+    for precision, runs in losses.items():
+        cells = []
+        for term in ("style", "content"):
+            values, mean = [r[term] for r in runs], means[precision][term]
+            ref = means.get("fp32", {}).get(term)
+            cells += [f"{mean:.4g}", f"{100 * (max(values) - min(values)) / mean:.1f}%",
+                      f"{100 * (mean / ref - 1):+.1f}%" if ref else "-"]
+        print(f"| {precision} | {len(runs)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

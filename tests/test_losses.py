@@ -24,19 +24,38 @@ def test_gram_matrix_is_float32_under_autocast():
     assert torch.allclose(grams, L.gram_matrix(features.bfloat16().float()))
 
 
-def test_content_loss_is_mean_squared_error():
-    a = torch.zeros(1, 2, 2, 2)
-    b = torch.full((1, 2, 2, 2), 3.0)
-    assert L.content_loss(a, b).item() == pytest.approx(9.0)
-    assert L.content_loss(b, b).item() == 0.0
+def test_content_loss_is_squared_error_relative_to_the_target():
+    output = torch.full((1, 2, 2, 2), 1.0)
+    target = torch.full((1, 2, 2, 2), 3.0)
+    assert L.content_loss(output, target).item() == pytest.approx(4.0 / 9.0)
+    assert L.content_loss(torch.zeros_like(target), target).item() == pytest.approx(1.0)
+    assert L.content_loss(target, target).item() == 0.0
+
+
+def test_content_loss_ignores_the_scale_of_the_features():
+    torch.manual_seed(0)
+    output, target = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    scaled = L.content_loss(output * 255, target * 255)
+    assert scaled.item() == pytest.approx(L.content_loss(output, target).item(), rel=1e-5)
 
 
 def test_style_loss_known_value_and_zero_for_the_style_itself():
     features = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
-    target = torch.zeros(1, 2, 2)
-    expected = ((torch.tensor([5.0, 11.0, 11.0, 25.0]) / 4) ** 2).mean()
+    target = torch.eye(2).unsqueeze(0)
+    gram = torch.tensor([5.0, 11.0, 11.0, 25.0]) / 4
+    expected = ((gram - torch.tensor([1.0, 0.0, 0.0, 1.0])) ** 2).mean() / 0.5  # mean(target^2) = 0.5
     assert L.style_loss([features], [target]).item() == pytest.approx(expected.item())
     assert L.style_loss([features], [L.gram_matrix(features)]).item() == 0.0
+
+
+def test_style_loss_weighs_layers_of_very_different_scales_alike():
+    torch.manual_seed(0)
+    shallow, deep = torch.randn(1, 4, 6, 6), torch.randn(1, 8, 3, 3)
+    targets = [L.gram_matrix(torch.randn(1, 4, 6, 6)), L.gram_matrix(torch.randn(1, 8, 3, 3))]
+    both = L.style_loss([shallow, deep], targets)
+    # Scaling the deep layer's activations (and its target's) by 1e-3 changes nothing.
+    rescaled = L.style_loss([shallow, deep * 1e-3], [targets[0], targets[1] * 1e-6])
+    assert rescaled.item() == pytest.approx(both.item(), rel=1e-4)
 
 
 def test_style_loss_of_a_batch_is_the_mean_over_its_samples():

@@ -86,3 +86,22 @@ def test_autocast_follows_the_precision():
         assert L.gram_matrix(x.view(1, 2, 2, 2)).dtype == torch.float32  # Grams stay float32
     with utils.autocast(torch.device("cpu"), None):
         assert (x @ x.T).dtype == torch.float32
+
+
+def test_benchmark_with_several_seeds_prints_the_seed_summary(tmp_path, capsys):
+    from benchmarks.train_speed import main
+    from conftest import write_image
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k in range(4):
+        write_image(frames / f"f{k}.png", 40, 36, seed=k)
+    style = write_image(tmp_path / "style.png", 48, 48, seed=9)
+    vgg = random_vgg_file(tmp_path / "v.pth", "VGG16", "caffe")
+    main(["--loss_net_path", str(vgg), "--content_dir", str(frames), "--style_path", str(style),
+          "--device", "cpu", "--img_size", "32", "--style_size", "48", "--batch_size", "2", "--steps", "3",
+          "--baseline_steps", "1", "--warmup", "1", "--precisions", "fp32", "--seeds", "0", "1"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| project | fp32 |")]
+    assert [row.split("|")[3].strip() for row in rows] == ["0", "1"]
+    summary = [line for line in out.splitlines() if line.startswith("| fp32 | 2 |")]
+    assert len(summary) == 1 and summary[0].count("+0.0%") == 2
