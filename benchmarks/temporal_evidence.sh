@@ -14,10 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/temporal_evidence}
 shared=../shared
-BASE_EPOCHS=${BASE_EPOCHS:-8}
-VARIANT_EPOCHS=${VARIANT_EPOCHS:-4}
-LAMBDA_CONTENT=${LAMBDA_CONTENT:-25}
-LAMBDA_STYLE=${LAMBDA_STYLE:-10}
+BASE_EPOCHS=${BASE_EPOCHS:-6}
+VARIANT_EPOCHS=${VARIANT_EPOCHS:-3}
+LAMBDA_CONTENT=${LAMBDA_CONTENT:-4}
+LAMBDA_STYLE=${LAMBDA_STYLE:-1}
 LAMBDA_NOISE=${LAMBDA_NOISE:-1000}
 LAMBDA_FLOW=${LAMBDA_FLOW:-1000}
 HELD_OUT_FROM=187  # bikes.mp4 frames 187-249 (its last two shots) are never trained on
@@ -39,7 +39,7 @@ for f in "$work/all_frames/"*; do
     ln -sf "$f" "$work/train_frames/$name"
 done
 
-common=(--device cpu --precision fp32 --batch_size 4 --img_size 128 --seed 0
+common=(--device cpu --precision bf16 --batch_size 4 --img_size 128 --seed 0
         --content_dir "$work/train_frames" --style_path "$shared/media/style/mosaic.jpg" --style_size 384
         --loss_net_choice VGG16 --loss_net_path "$shared/weights/vgg16_hed_features.pth"
         --lr 5e-4 --lambda_content "$LAMBDA_CONTENT" --lambda_style "$LAMBDA_STYLE" --lambda_regu 1e-2
