@@ -105,6 +105,7 @@ TRAIN_DEFAULTS = {
     "lambda_noise": 0.1,
     "noise_per_img": 20000,
     "noise_range": 200,
+    "lambda_flow": 0.0,  # off: the flow loss needs video frames and costs a second frame per sample
     "seed": 0,
     "precision": "auto",
     "compile": False,  # measured not to pay for itself in a short CPU run (README, Training speed)
@@ -170,3 +171,23 @@ H264_FALLBACK = ["-c:v", "mpeg4", "-q:v", "3", "-pix_fmt", "yuv420p"]
 
 # Webcam / stream mode: the window's frames/s is an average over this many shown frames.
 LIVE_FPS_WINDOW = 10
+
+# Optical flow and occlusion (utils.optical_flow, utils.valid_flow_mask), shared by the
+# warping-error metric and the flow loss. The thresholds are those of Ruder et al. 2016 that
+# Lai et al. 2018 use for E_warp: a pixel is occluded where |w + w'|^2 > ratio(|w|^2 + |w'|^2)
+# + offset (forward-backward check), or on a motion boundary where |grad u|^2 + |grad v|^2 >
+# ratio |w|^2 + offset.
+FLOW_METHODS = ("dis", "farneback")  # OpenCV's DIS (medium preset) or Farneback
+FLOW_METHOD = "dis"
+OCCLUSION = {"consistency_ratio": 0.01, "consistency_offset": 0.5,
+             "boundary_ratio": 0.01, "boundary_offset": 0.002}
+# A pair of frames is a hard scene cut when the correlation of their 32x32 greyscale
+# thumbnails is below this. On the bikes clip of shared/media its five cuts scored 0.21 or
+# less and every pair within a shot 0.55 or more (a fast pan). Such pairs are not scored and
+# give no flow loss.
+SCENE_CUT_THUMBNAIL = 32
+SCENE_CUT_CORRELATION = 0.4
+# Flows and masks of training pairs are computed once and kept in this folder of the user's
+# cache ($XDG_CACHE_HOME, else ~/.cache): one small .npz per pair and img_size, outside the
+# user's data folder. --flow_cache_dir overrides it.
+FLOW_CACHE_SUBDIR = "video-style-transfer/flow"

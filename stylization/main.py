@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 import config
@@ -21,6 +22,7 @@ from stylization.paths import Job, find_inputs, plan_jobs
 from stylization.pipeline import stylize_live, stylize_stream
 from stylization.processor import Processor, default_batch_size, stylize_precision
 from stylization.sink import Display, ImageSink, VideoSink, display_available
+from stylization.stability import StabilityResult, WarpErrorMeter
 from utils import UserError, fail, load_model, resolve_device, str2bool
 
 MIN_MAX_SIZE = 16  # smaller frames carry too little for the network's 9x9 kernels
@@ -71,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the network; the first frames wait for the compiler "
                         "(a minute or more on a CPU), so it pays only on long videos "
                         "(default: %(default)s)")
+    p.add_argument("--report_stability", type=str2bool, default=False,
+                   help="videos: print each video's warping error E_warp (temporal flicker; "
+                        "lower is steadier) and the input's own after the run (default: %(default)s)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return p
 
@@ -82,6 +87,7 @@ class Report:
     saved: list[Path] = field(default_factory=list)
     partial: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    stability: list[tuple[str, StabilityResult]] = field(default_factory=list)
 
     def add(self, sink: ImageSink | VideoSink) -> None:
         (self.partial if sink.partial else self.saved).append(sink.path)
@@ -95,6 +101,8 @@ class Report:
         else:
             for path in self.saved:
                 print(f"saved {path}")
+        for label, result in self.stability:
+            print(result.line(label))
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -102,6 +110,8 @@ def check_args(args: argparse.Namespace) -> None:
         fail(f"--max_size must be at least {MIN_MAX_SIZE} (got {args.max_size})")
     if args.batch_size is not None and args.batch_size < 1:
         fail(f"--batch_size must be at least 1 (got {args.batch_size})")
+    if args.report_stability and args.content_type != ContentType.VIDEO.value:
+        fail("--report_stability measures flicker between video frames: use it with --content_type video")
     if not args.real_time and not args.save_output:
         fail("--real_time and --save_output are both False: nothing would be shown or saved")
 
@@ -128,41 +138,53 @@ def open_sink(content_type: ContentType, path: Path, source: ContentSource,
 
 
 def stylize_frames(source: ContentSource, processor: Processor, sink: ImageSink | VideoSink | None,
-                   display: Display | None, progress: bool) -> bool:
-    """Stylise every frame of source into the sink and window; False if the user stopped."""
+                   display: Display | None, progress: bool, meter: WarpErrorMeter | None = None) -> bool:
+    """Stylise every frame of source into the sink, window and stability meter; False if the
+    user stopped."""
     write = sink.write if sink is not None else None
     wait_ms = IMAGE_SHOW_MS if source.fps is None else 1
     show = (lambda frame, fps: display.show(frame, wait_ms, fps)) if display is not None else None
+    process = processor
+    if meter is not None:
+        def process(batch: list[np.ndarray]) -> list[np.ndarray]:
+            results = processor(batch)
+            for frame, result in zip(batch, results):
+                meter.add(frame, result)
+            return results
     if source.live:
-        return stylize_live(source.frames(), processor, write, show)
+        return stylize_live(source.frames(), process, write, show)
     with tqdm(total=source.frame_count, unit="frame", desc=source.label, disable=not progress) as bar:
-        return stylize_stream(source.frames(), processor, processor.batch_size, write, show,
+        return stylize_stream(source.frames(), process, processor.batch_size, write, show,
                               on_batch=bar.update)
 
 
 def run_job(job: Job, content_type: ContentType, max_size: int | None, processor: Processor,
-            display: Display | None, progress: bool, report: Report) -> bool:
+            display: Display | None, progress: bool, report: Report, stability: bool = False) -> bool:
     """Stylise one source; False if the user asked to stop the whole run."""
     sink = None
+    meter = WarpErrorMeter() if stability else None
     try:
         with create_source(content_type, job.source, max_size) as source, ExitStack() as stack:
             if job.output is not None:
                 sink = stack.enter_context(open_sink(content_type, job.output, source, job.source))
-            return stylize_frames(source, processor, sink, display, progress)
+            return stylize_frames(source, processor, sink, display, progress, meter)
     finally:
         # Also on Ctrl-C: the video sink has then saved what was done as a partial video.
         if sink is not None and sink.saved:
             report.add(sink)
+        if meter is not None and meter.frames:
+            report.stability.append((Path(job.source).name, meter.result()))
 
 
 def run_jobs(jobs: list[Job], content_type: ContentType, max_size: int | None,
-             processor: Processor, display: Display | None, report: Report) -> None:
+             processor: Processor, display: Display | None, report: Report,
+             stability: bool = False) -> None:
     batch = len(jobs) > 1
     for job in tqdm(jobs, unit="file", disable=not batch):
         try:
             keep_going = run_job(job, content_type, max_size, processor, display,
                                  progress=not batch and content_type is not ContentType.IMAGE,
-                                 report=report)
+                                 report=report, stability=stability)
         except UserError as err:
             if not batch:
                 raise
@@ -193,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     display = open_display(args.real_time, args.save_output)
     report = Report()
     try:
-        run_jobs(jobs, content_type, args.max_size, processor, display, report)
+        run_jobs(jobs, content_type, args.max_size, processor, display, report, args.report_stability)
     except KeyboardInterrupt:
         report.print()
         print("interrupted", file=sys.stderr)

@@ -188,7 +188,7 @@ def test_gradients_reach_only_the_stylizing_network(tmp_path):
     layers = config.LOSS_LAYERS["VGG16"]
     style = torch.rand(1, 3, 32, 32)
     grams = [L.gram_matrix(f) for f in loss_net(style, layers["style"]).values()]
-    weights = {"content": 1.0, "style": 1.0, "regu": 1.0, "noise": 1.0}
+    weights = {"content": 1.0, "style": 1.0, "regu": 1.0, "noise": 1.0, "flow": 1.0}
     pattern = L.make_noise_pattern(32, 32, 20, 100, torch.Generator().manual_seed(0))
     total, terms, shown = training_step(model, loss_net, torch.rand(2, 3, 32, 32), grams, weights,
                                         pattern, layers)

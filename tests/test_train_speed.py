@@ -25,7 +25,7 @@ def test_fast_step_and_straightforward_step_give_the_same_loss(tmp_path):
     layers = config.LOSS_LAYERS["VGG16"]
     style, images = torch.rand(1, 3, 40, 48), torch.rand(3, 3, 32, 32)
     pattern = L.make_noise_pattern(32, 32, 60, 200, torch.Generator().manual_seed(0))
-    weights = {"content": 10.0, "style": 100.0, "regu": 1e-2, "noise": 1.0}
+    weights = {"content": 10.0, "style": 100.0, "regu": 1e-2, "noise": 1.0, "flow": 0.0}
 
     fast, fast_terms, _ = training_step(model, loss_net, images, style_targets(loss_net, style, layers),
                                         weights, pattern, layers)
@@ -41,7 +41,7 @@ def test_the_straightforward_step_really_trains_the_loss_network_too(tmp_path):
     vgg = random_vgg_file(tmp_path / "v.pth", "VGG16", "caffe")
     loss_net = unfrozen_loss_network(vgg, torch.device("cpu"))
     total, _ = straightforward_step(StylizingNetwork(TINY_NETWORK), loss_net, torch.rand(2, 3, 32, 32),
-                                    torch.rand(1, 3, 32, 32), {t: 1.0 for t in ("content", "style", "regu", "noise")},
+                                    torch.rand(1, 3, 32, 32), {t: 1.0 for t in ("content", "style", "regu", "noise", "flow")},
                                     None, config.LOSS_LAYERS["VGG16"])
     total.backward()
     assert all(p.grad is not None for p in loss_net.parameters())

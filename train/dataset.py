@@ -1,15 +1,23 @@
-"""Training images: every image under --content_dir, centre-cropped to img_size squares."""
+"""Training images: every image under --content_dir, centre-cropped to img_size squares,
+and for the flow loss each frame with its successor and the optical flow between them."""
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
+from tqdm import tqdm
 
 import config
-from utils import center_crop_resize, fail, image_to_tensor, list_files, load_image
+from utils import (atomic_write, center_crop_resize, fail, flow_to_tensor, image_to_tensor,
+                   is_scene_cut, list_files, load_image, optical_flow, tensor_to_array,
+                   valid_flow_mask)
 
 
 class ContentDataset(Dataset):
@@ -69,3 +77,95 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self):
         return iter(self.order)
+
+
+FRAME_NAME = re.compile(r"^(?P<video>.+)_(?P<index>\d+)$")  # utils.extract_frames' naming
+
+
+def successors(files: list[Path]) -> list[int | None]:
+    """For each file, the index of the next extracted frame of the same video, or None.
+
+    Frames are <video name>_<frame number>.<ext> (utils.extract_frames); the next one is the
+    same video's file with the next larger number in the same folder. Photos and each
+    video's last frame have none.
+    """
+    videos: dict[tuple[Path, str], list[tuple[int, int]]] = {}
+    for position, path in enumerate(files):
+        match = FRAME_NAME.match(path.stem)
+        if match:
+            videos.setdefault((path.parent, match["video"]), []).append((int(match["index"]), position))
+    result: list[int | None] = [None] * len(files)
+    for frames in videos.values():
+        frames.sort()
+        for (_, position), (_, following) in zip(frames, frames[1:]):
+            result[position] = following
+    return result
+
+
+def default_flow_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / config.FLOW_CACHE_SUBDIR
+
+
+class FramePairDataset(ContentDataset):
+    """Content frames with what the flow loss needs: (frame t, frame t+1, flow from t+1 to t,
+    valid mask of t+1), all at img_size.
+
+    The flow is computed with OpenCV on the cropped frames, once per pair and img_size, and
+    cached in cache_dir under a key of both files' paths, sizes and modification times.
+    Frames without a successor (photos, a video's last frame) and pairs across a scene cut
+    come with a zero mask: they still train the other losses but add no flow loss.
+    """
+
+    def __init__(self, root: str | Path, img_size: int, cache_dir: str | Path,
+                 method: str = config.FLOW_METHOD):
+        super().__init__(root, img_size)
+        self.next = successors(self.files)
+        self.cache_dir = Path(cache_dir)
+        self.method = method
+
+    def _cache_path(self, index: int) -> Path:
+        key = [str(self.img_size), self.method, repr(config.OCCLUSION), repr(config.SCENE_CUT_CORRELATION)]
+        for path in (self.files[index], self.files[self.next[index]]):
+            stat = path.stat()
+            key += [str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
+        return self.cache_dir / f"{hashlib.sha256(chr(0).join(key).encode()).hexdigest()[:32]}.npz"
+
+    def _frame(self, index: int) -> torch.Tensor:
+        return super().__getitem__(index)
+
+    def _compute(self, index: int, path: Path) -> None:
+        frame, following = (tensor_to_array(self._frame(i)) for i in (index, self.next[index]))
+        backward = flow_to_tensor(optical_flow(following, frame, self.method))
+        if is_scene_cut(frame, following):
+            valid = torch.zeros(1, *backward.shape[1:])
+        else:
+            forward = flow_to_tensor(optical_flow(frame, following, self.method))
+            valid = valid_flow_mask(backward.unsqueeze(0), forward.unsqueeze(0))[0]
+        atomic_write(path, lambda tmp: np.savez(tmp, flow=backward.numpy(),
+                                                valid=valid.numpy().astype(np.uint8)))
+
+    def prepare(self, progress: bool = True) -> int:
+        """Compute the flows not cached yet (with a progress bar); returns how many."""
+        missing = [(i, self._cache_path(i)) for i, j in enumerate(self.next) if j is not None]
+        missing = [(i, path) for i, path in missing if not path.exists()]
+        if missing:
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                fail(f"cannot create the flow cache {self.cache_dir} ({err.strerror}): "
+                     "choose a writable --flow_cache_dir")
+        for index, path in tqdm(missing, desc="optical flow", unit="pair", disable=not progress):
+            self._compute(index, path)
+        return len(missing)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        frame = self._frame(index)
+        if self.next[index] is None:
+            size = frame.shape[1:]
+            return frame, frame, torch.zeros(2, *size), torch.zeros(1, *size)
+        path = self._cache_path(index)
+        if not path.exists():  # a file changed since prepare(), or a worker raced it
+            self._compute(index, path)
+        with np.load(path) as cached:
+            flow, valid = torch.from_numpy(cached["flow"]), torch.from_numpy(cached["valid"]).float()
+        return frame, self._frame(self.next[index]), flow, valid

@@ -18,6 +18,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from utils import warp
+
 
 def _float32(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t.float() for t in tensors]
@@ -102,3 +104,17 @@ def make_noise_pattern(height: int, width: int, count: int, noise_range: float,
 def add_noise(images: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
     """Images plus the noise pattern on every channel, clipped to [0, 1]."""
     return (images + pattern.to(images.device, images.dtype)).clamp_(0, 1)
+
+
+def flow_loss(stylised_next: torch.Tensor, stylised: torch.Tensor, flow: torch.Tensor,
+              valid: torch.Tensor) -> torch.Tensor:
+    """Masked mean squared difference between the stylised frame t+1 and the stylised frame t
+    warped to it (Ruder et al. 2016; Huang et al. 2017).
+
+    flow (N x 2 x H x W) runs from frame t+1 to frame t, so warp(stylised, flow) lines frame t
+    up with frame t+1; valid (N x 1 x H x W) is 0 at occlusions and motion boundaries, and for
+    samples without a successor frame, which therefore add nothing.
+    """
+    stylised_next, valid = _float32(stylised_next, valid)
+    squared = (stylised_next - warp(stylised, flow)).pow(2) * valid
+    return squared.sum() / (valid.sum() * stylised_next.shape[1]).clamp_min(1)

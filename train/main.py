@@ -1,8 +1,9 @@
 """train.py: flags -> one training loop for every device.
 
 Each step stylises a batch of content frames (and, with --lambda_noise > 0, the same frames
-with a fixed noise pattern, in the same forward call), measures content, style, total
-variation and noise losses through the frozen loss network, and takes an Adam step.
+with a fixed noise pattern; with --lambda_flow > 0, each frame's successor in its video; all in
+the same forward call), measures content, style, total variation, noise and flow losses
+through the frozen loss network, and takes an Adam step.
 """
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ from network.loss_network import LossNetwork, build_loss_network
 from network.style_network import StylizingNetwork
 from train import distributed
 from train import loss as L
-from train.dataset import ContentDataset, EpochSampler, load_style_image
+from train.dataset import ContentDataset, EpochSampler, FramePairDataset, default_flow_cache_dir, load_style_image
 from train.report import LossLog
 from utils import (autocast, fail, model_stem, precision_name, read_checkpoint, resolve_device,
                    resolve_precision, save_checkpoint, save_image, str2bool, tensor_to_array)
 
-LOSS_TERMS = ("content", "style", "regu", "noise")
+LOSS_TERMS = ("content", "style", "regu", "noise", "flow")
+# (stylised frames t+1, flow from t+1 to t, valid mask) for the flow loss
+FlowPair = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of random pixels that get noise in the noisy copy of each frame")
     p.add_argument("--noise_range", type=int, default=d["noise_range"],
                    help="noise is uniform in +-noise_range (0-255 scale), then the pixel is clipped")
+    p.add_argument("--lambda_flow", type=float, default=d["lambda_flow"],
+                   help="weight of the optical-flow temporal loss between consecutive frames of a "
+                        "video; 0 turns it off (it costs a second frame per sample, see README)")
+    p.add_argument("--flow_cache_dir", default=None,
+                   help="folder for the optical flow of training pairs, computed once "
+                        f"(default: $XDG_CACHE_HOME or ~/.cache, then {config.FLOW_CACHE_SUBDIR})")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seed of the initial weights, data order and noise pattern")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -170,15 +179,17 @@ def style_targets(loss_net: LossNetwork, style_image: torch.Tensor,
 def loss_terms(features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
                style_grams: list[torch.Tensor], stylised: torch.Tensor,
                stylised_noisy: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
-               ) -> dict[str, torch.Tensor]:
+               flow_pair: FlowPair | None = None) -> dict[str, torch.Tensor]:
     """The unweighted loss terms, from the loss network's features of the stylised frames and
-    the content targets."""
+    the content targets (flow_pair: see FlowPair; the spatial terms use frame t only)."""
+    zero = stylised.new_zeros((), dtype=torch.float32)
     return {
         "content": sum(L.content_loss(features[n], targets[n]) for n in layers["content"]),
         "style": L.style_loss([features[n] for n in layers["style"]], style_grams),
         "regu": L.total_variation(stylised),
         "noise": (L.noise_loss(stylised, stylised_noisy) if stylised_noisy is not None
-                  else stylised.new_zeros((), dtype=torch.float32)),
+                  else zero),
+        "flow": L.flow_loss(flow_pair[0], stylised, *flow_pair[1:]) if flow_pair is not None else zero,
     }
 
 
@@ -189,19 +200,25 @@ def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) ->
 def training_step(model: nn.Module, loss_net: nn.Module, images: torch.Tensor,
                   style_grams: list[torch.Tensor], weights: dict[str, float],
                   noise_pattern: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
+                  pair: FlowPair | None = None,
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Total loss, the weighted-free terms, and the images for samples, for one batch.
 
     model and loss_net are a StylizingNetwork and a LossNetwork, or their torch.compile'd
-    wrappers."""
+    wrappers. pair: the batch's next frames (not yet stylised), flows and masks for the
+    flow loss, or None."""
     noisy_inputs = L.add_noise(images, noise_pattern) if noise_pattern is not None else None
-    inputs = images if noisy_inputs is None else torch.cat([images, noisy_inputs])
-    outputs = model(inputs)  # clean and noisy frames in one call: one pass over the weights
-    stylised, stylised_noisy = (outputs, None) if noisy_inputs is None else outputs.chunk(2)
+    next_inputs = pair[0] if pair is not None else None
+    parts = [x for x in (images, noisy_inputs, next_inputs) if x is not None]
+    # clean, noisy and next frames in one call: one pass over the weights
+    outputs = model(torch.cat(parts) if len(parts) > 1 else images)
+    stylised, *others = outputs.split(len(images))
+    stylised_noisy = others.pop(0) if noisy_inputs is not None else None
+    flow_pair = (others[0], *pair[1:]) if pair is not None else None
     with torch.no_grad():
         targets = loss_net(images, layers["content"])
     features = loss_net(stylised)
-    terms = loss_terms(features, targets, style_grams, stylised, stylised_noisy, layers)
+    terms = loss_terms(features, targets, style_grams, stylised, stylised_noisy, layers, flow_pair)
     total = weighted_total(terms, weights)
     shown = {"input": images, "output": stylised}
     if noisy_inputs is not None:
@@ -213,12 +230,13 @@ def optimization_step(model: nn.Module, loss_net: nn.Module, optimizer: torch.op
                       scaler: torch.amp.GradScaler, dtype: torch.dtype | None, images: torch.Tensor,
                       style_grams: list[torch.Tensor], weights: dict[str, float],
                       noise_pattern: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
+                      pair: FlowPair | None = None,
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """One update of model on one batch, in autocast dtype (None: float32); returns what
     training_step returns. The scaler is enabled for float16 only."""
     with autocast(images.device, dtype):
         total, terms, shown = training_step(model, loss_net, images, style_grams, weights,
-                                            noise_pattern, layers)
+                                            noise_pattern, layers, pair)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
     scaler.step(optimizer)
@@ -254,7 +272,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{model_dir} already holds checkpoints of {args.model_name} ({earlier[-1].name}): pass "
              "--load_model True to continue training it, or choose another --model_name")
     # Every input is checked before anything is written.
-    dataset = ContentDataset(args.content_dir, args.img_size)
+    dataset = (FramePairDataset(args.content_dir, args.img_size,
+                                args.flow_cache_dir or default_flow_cache_dir())
+               if args.lambda_flow > 0 else ContentDataset(args.content_dir, args.img_size))
     style_image = load_style_image(args.style_path, args.style_size).to(device)
     loss_net = build_loss_network(args.loss_net_path, args.loss_net_choice,
                                   args.loss_net_preprocess, device)
@@ -297,6 +317,8 @@ def main(argv: list[str] | None = None) -> None:
         end_epoch = resumed[1]["end_epoch"]
         print(f"finishing the interrupted run: epochs {position.epoch + 1} to {end_epoch}")
 
+    if isinstance(dataset, FramePairDataset):
+        dataset.prepare()
     style_grams = style_targets(loss_net, style_image, layers)
     noise_pattern = None
     if args.lambda_noise > 0 and args.noise_per_img > 0:
@@ -353,10 +375,13 @@ def main(argv: list[str] | None = None) -> None:
         # Counted in images, so the rate reads images/s whatever the batch size.
         bar = tqdm(desc=f"epoch {epoch + 1}", total=per_epoch, initial=skip, unit="img",
                    dynamic_ncols=True, disable=not cluster.is_main)
-        for images in loader:
+        for batch in loader:
+            images, *rest = batch if isinstance(batch, (list, tuple)) else (batch,)
             images = images.to(device, non_blocking=True)
+            pair = tuple(t.to(device, non_blocking=True) for t in rest) if rest else None
             total, terms, shown = optimization_step(step_model, step_loss_net, optimizer, scaler, dtype,
-                                                    images, style_grams, weights, noise_pattern, layers)
+                                                    images, style_grams, weights, noise_pattern, layers,
+                                                    pair)
             bar.update(len(images) * cluster.world_size)
             position.batch += 1
             position.step += 1
