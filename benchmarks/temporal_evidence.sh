@@ -22,7 +22,7 @@ LAMBDA_CONTENT=${LAMBDA_CONTENT:-4}
 LAMBDA_STYLE=${LAMBDA_STYLE:-1}
 HELD_OUT_FROM=187  # bikes.mp4 frames 187-249 (its last two shots) are never trained on
 # name:lambda_noise:lambda_flow of each model; the first is the reference of the table's ratios
-VARIANTS=${VARIANTS:-"plain:0:0 noise:500:0 flow:0:2000 noise-150:150:0 flow-500:0:500"}
+VARIANTS=${VARIANTS:-"plain:0:0 noise:500:0 flow:0:2000 noise-150:150:0 flow-500:0:500 flow-150:0:150 both-150:150:150"}
 
 # Training frames as the shipped model's: every 2nd frame of both clips (longer side 360) and
 # the two photos, minus the held-out part of the bikes clip.
