@@ -132,15 +132,20 @@ STYLIZE_BATCH_SIZE = {"cpu": 1, "cuda": 8}
 # What --precision auto means for stylisation, per kind of device. A reduced precision is
 # taken only where its output stays within AUTO_PRECISION_MAX_MEAN_DIFF (0-255 units, mean
 # absolute difference from float32 on the shipped trained model; benchmarks/stylize_speed.py
-# prints it), with STYLIZE_FLOAT32_LAYERS kept in float32 (README, Stylization speed).
+# prints it); weights and activations are then all in that precision (README, Stylization speed).
 STYLIZE_AUTO_PRECISION = {"cuda": "fp16", "cpu_native_bf16": "bf16", "cpu": "fp32"}
 AUTO_PRECISION_MAX_MEAN_DIFF = 1.5
 
-# Parts of the stylizing network (attribute names) that stay float32 under a reduced
-# precision. The stem sees the raw pixels, and bf16's 8-bit mantissa there moved the output
-# most: on 30 frames of the benchmark video, all-bf16 differed from float32 by a mean of 1.63
-# (over the 1.5 limit), bf16 with a float32 stem by 1.01, for 12% more time per frame.
-STYLIZE_FLOAT32_LAYERS = ("stem",)
+# glibc's allocator during stylisation (utils.keep_freed_memory): free memory at the top of
+# the heap it keeps rather than returns to the kernel, and how much it adds when it grows.
+MALLOC_KEEP_BYTES = 1 << 30
+MALLOC_TOP_PAD_BYTES = 256 << 20
+
+# Output phases per side of the stylizing network's head as stylisation runs it
+# (network/fast_inference.py): 2 gives a stride-2 10x10 convolution with 12 outputs in place of
+# a 9x9 one with 3. On the 2-core CPU at 640x360 in bf16 that took 13 ms against 42 ms; 4
+# (a 12x12 kernel, 48 outputs) took 14 ms for 1.4x the multiply-adds of 2.
+HEAD_PHASES = 2
 
 # The stylizing network in channels-last memory: off, it was no faster in fp32 and slower in
 # bf16 on the CPU (README, Stylization speed; benchmarks/stylize_speed.py --other_layout).

@@ -7,7 +7,10 @@ warp-error (scores a stylised video's temporal stability).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import platform
+import shutil
 import sys
 import tempfile
 import warnings
@@ -57,6 +60,32 @@ def str2bool(value: str | bool) -> bool:
     if lowered in ("false", "no", "n", "0", "off", "f"):
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def keep_freed_memory() -> None:
+    """Make glibc keep the memory of freed tensors in the process for the next ones.
+
+    By default glibc gives large blocks (every full-size activation of a video frame) back to
+    the kernel when a tensor is freed, so each frame pays page faults to get them again: in
+    eager bf16 at 640x360 on the 2-core CPU that was over a quarter of the time (README,
+    Stylization speed). Taking every block from the heap and never trimming it keeps them;
+    peak memory stays about what it was. Does nothing where the C library is not glibc.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4  # mallopt parameters, <malloc.h>
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, config.MALLOC_KEEP_BYTES)
+    libc.mallopt(m_top_pad, config.MALLOC_TOP_PAD_BYTES)
+
+
+def check_compiler() -> None:
+    """Refuse --compile True where torch.compile could not work: its kernels (C++ on a CPU,
+    Triton's launchers on CUDA) are built by a C/C++ compiler on this machine."""
+    if not any(shutil.which(name) for name in (os.environ.get("CXX", ""), "g++", "clang++", "c++") if name):
+        fail("--compile True needs a C++ compiler (torch.compile builds its kernels with one): "
+             "install g++ (e.g. apt install g++) or leave --compile False")
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -146,18 +175,29 @@ def load_image(path: str | Path) -> Image.Image:
     raise AssertionError("unreachable")
 
 
+def frames_to_batch(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """RGB uint8 frames N x H x W x 3 -> N x 3 x H x W in [0, 1] of dtype.
+
+    A permuted view, so the result keeps the frames' channels-last memory order."""
+    return frames.permute(0, 3, 1, 2).to(dtype).div(255.0)
+
+
+def batch_to_frames(batch: torch.Tensor) -> torch.Tensor:
+    """N x 3 x H x W in [0, 1] (any float dtype) -> RGB uint8 frames N x H x W x 3, rounded."""
+    return batch.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def image_to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
     """RGB uint8 (PIL or HxWx3 array) -> float tensor 3xHxW in [0, 1]."""
     array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return frames_to_batch(torch.from_numpy(array.copy())[None])[0]
 
 
 def tensor_to_array(tensor: torch.Tensor) -> np.ndarray:
     """Float tensor 3xHxW (or 1x3xHxW) in [0, 1] -> RGB uint8 HxWx3, rounded."""
-    if tensor.dim() == 4:
-        tensor = tensor[0]
-    return (tensor.detach().float().clamp(0, 1).mul(255).round().byte()
-            .permute(1, 2, 0).cpu().numpy())
+    if tensor.dim() == 3:
+        tensor = tensor[None]
+    return batch_to_frames(tensor[:1].detach())[0].cpu().numpy()
 
 
 def fit_within(width: int, height: int, max_size: int | None) -> tuple[int, int]:

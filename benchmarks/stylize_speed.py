@@ -4,9 +4,11 @@
 
 In one run, on the same model weights and the same video, it prints frames/s of
 1. the naive loop, as the original did it: read one frame, convert, float32 forward, write
-   (OpenCV, mp4v), repeat;
+   (OpenCV, mp4v), repeat, in a process of its own with the C library's allocator as it comes
+   (the rest runs after utils.keep_freed_memory(), as stylize.py does);
 2. the network alone on frames already decoded into memory (stylization.processor.Processor,
-   as the pipeline calls it), per precision and batch size;
+   as the pipeline calls it), per precision and batch size, and the same for the network as
+   trained (its layers not rewritten by network/fast_inference.py), to show what each step gives;
 3. stylize.py end to end (its main(), in this process, exactly as the command line runs it:
    decode, network, H.264 encode and audio mux), per precision;
 and, per precision, the network's achieved GFLOP/s (convolution FLOPs counted by
@@ -55,8 +57,9 @@ from stylization.content_source.video import VideoSource  # noqa: E402
 from stylization.main import main as stylize_main  # noqa: E402
 from stylization.processor import Processor, default_batch_size, stylize_precision  # noqa: E402
 from stylization.sink import find_ffmpeg  # noqa: E402
-from utils import (has_native_bf16_cpu, load_model, precision_name, resolve_device,  # noqa: E402
-                   tensor_to_array)
+from network.fast_inference import for_inference  # noqa: E402
+from utils import (batch_to_frames, frames_to_batch, has_native_bf16_cpu, keep_freed_memory,  # noqa: E402
+                   load_model, precision_name, resolve_device, tensor_to_array)
 
 MATMUL_SECONDS = 2.0  # how long each matmul peak is measured
 
@@ -93,7 +96,10 @@ def prepare_video(source: Path, target: Path, size: tuple[int, int], frames: int
 
 
 def naive_loop(video: Path, model_path: Path, output: Path) -> float:
-    """Frames/s of the original's loop: one frame, float32, read and write in line."""
+    """Frames/s of the original's loop: one frame, float32, read and write in line.
+
+    Run in a process of its own (run_naive_loop), with the C library's allocator as it comes:
+    every other row runs after utils.keep_freed_memory(), as stylize.py does."""
     model = load_model(model_path)
     start = clock()
     capture = cv2.VideoCapture(str(video))
@@ -117,6 +123,13 @@ def naive_loop(video: Path, model_path: Path, output: Path) -> float:
     return count / (clock() - start)
 
 
+def run_naive_loop(video: Path, model_path: Path, output: Path, clock_name: str,
+                   threads: int | None) -> float:
+    command = [sys.executable, __file__, "--naive_loop_only", str(video), str(model_path), str(output),
+               "--clock", clock_name, *(["--threads", str(threads)] if threads else [])]
+    return float(subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1])
+
+
 def decoded_frames(video: Path) -> list[np.ndarray]:
     with VideoSource(video) as source:
         return [frame for _, frame in source.frames()]
@@ -136,6 +149,25 @@ def model_only(model_path: Path, device: torch.device, dtype: torch.dtype | None
         results += processor(batch)
     timed = len(frames) - len(batches[0])
     return timed / (clock() - start), first, results
+
+
+def as_trained(model_path: Path, device: torch.device, dtype: torch.dtype | None,
+               frames: list[np.ndarray]) -> tuple[float, float, list[np.ndarray]]:
+    """model_only's figures for the network as trained, one frame per call, eager: its layers
+    not rewritten by network/fast_inference.py, weights and activations in dtype."""
+    memory_format = torch.channels_last if config.STYLIZE_CHANNELS_LAST else torch.contiguous_format
+    model = load_model(model_path, device).to(dtype or torch.float32, memory_format=memory_format)
+    def step(frame: np.ndarray) -> np.ndarray:
+        batch = frames_to_batch(torch.from_numpy(frame[None]).to(device), dtype or torch.float32)
+        batch = batch.contiguous(memory_format=memory_format)  # as Processor lays it out
+        return batch_to_frames(model(batch))[0].cpu().numpy()
+    with torch.inference_mode():
+        start = clock()
+        results = [step(frames[0])]
+        first = clock() - start
+        start = clock()
+        results += [step(frame) for frame in frames[1:]]
+    return (len(frames) - 1) / (clock() - start), first, results
 
 
 def end_to_end(video: Path, model_path: Path, device: str, precision: str, batch_size: int,
@@ -168,9 +200,12 @@ def peak_memory_mb(video: Path, model_path: Path, device: str, output_dir: Path)
     return usage.ru_maxrss / 1024  # kilobytes on Linux
 
 
-def network_flops(model_path: Path, size: tuple[int, int]) -> float:
-    """FLOPs of one frame through the network (convolutions; norms and activations are not counted)."""
+def network_flops(model_path: Path, size: tuple[int, int], rewritten: bool) -> float:
+    """FLOPs of one frame through the network as trained, or as network/fast_inference.py
+    rewrites it (convolutions; norms and activations are not counted)."""
     model = load_model(model_path)
+    if rewritten:
+        model = for_inference(model)
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         model(torch.rand(1, 3, size[1], size[0]))
@@ -247,12 +282,18 @@ def main() -> None:
                              "use it with --threads 1, where no thread waits for another")
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every row this many times, interleaved; report medians")
+    parser.add_argument("--naive_loop_only", nargs=3, metavar=("VIDEO", "MODEL", "OUTPUT"),
+                        help=argparse.SUPPRESS)  # the child process of run_naive_loop
     args = parser.parse_args()
 
     global clock
     clock = cpu_clock if args.clock == "cpu" else wall_clock
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.naive_loop_only:
+        print(naive_loop(*(Path(p) for p in args.naive_loop_only)))
+        return
+    keep_freed_memory()
     device = resolve_device(args.device)
     if args.clock == "cpu" and device.type == "cuda":
         sys.exit("--clock cpu measures CPU work; GPU time would not be counted")
@@ -280,7 +321,8 @@ def main() -> None:
         # the machine's load touches all of them alike. Each row: (label, precision, batch, run).
         runs: list[tuple[str, str, int, Callable[[], tuple]]] = []
         if not args.skip_naive:
-            runs.append(("naive loop", "fp32", 1, lambda: (naive_loop(video, model_path, tmp / "naive.mp4"),)))
+            runs.append(("naive loop", "fp32", 1, lambda: (run_naive_loop(
+                video, model_path, tmp / "naive.mp4", args.clock, args.threads),)))
         compile_options = [False, True] if args.compile else [False]
         layouts = [config.STYLIZE_CHANNELS_LAST,
                    *([not config.STYLIZE_CHANNELS_LAST] if args.other_layout else [])]
@@ -288,6 +330,9 @@ def main() -> None:
             for name in precisions:
                 dtype = stylize_precision(name, device)
                 used = precision_name(dtype)
+                if not compiled:
+                    runs.append(("network as trained", used, 1, functools.partial(
+                        as_trained, model_path, device, dtype, frames)))
                 for channels_last in layouts:
                     label = "model only" + (" compiled" if compiled else "")
                     if channels_last != config.STYLIZE_CHANNELS_LAST:  # a comparison row
@@ -309,7 +354,7 @@ def main() -> None:
                 result = run()
                 measured[i].append(result[0])
                 note = ""
-                if label.startswith("model only"):
+                if label.startswith(("model only", "network as trained")):
                     firsts.setdefault(i, result[1])
                     if label == "model only" and batch_size == batch_sizes[0]:
                         outputs.setdefault(used, result[2])
@@ -332,7 +377,8 @@ def main() -> None:
                             "-shortest", str(looped)], check=True)
             memory.append((length, peak_memory_mb(looped, model_path, str(device), tmp / "out")))
             print(f"peak memory, {length} frames: {memory[-1][1]:.0f} MB", flush=True)
-    flops = network_flops(model_path, args.size)
+    flops = network_flops(model_path, args.size, rewritten=False)
+    executed = network_flops(model_path, args.size, rewritten=True)
 
     fps = {i: statistics.median(values) for i, values in measured.items()}
     naive = next((fps[i] for i, run in enumerate(runs) if run[0] == "naive loop"), None)
@@ -344,7 +390,8 @@ def main() -> None:
     print(f"\nload average (1 min) at the start and after each round: "
           f"{', '.join(f'{v:.2f}' for v in loads)}; other processes share these cores")
     unit = "frames per CPU second" if args.clock == "cpu" else "frames/s"
-    print(f"network: {flops / 1e9:.2f} GFLOP per {args.size[0]}x{args.size[1]} frame; {unit} are "
+    print(f"network: {flops / 1e9:.2f} GFLOP per {args.size[0]}x{args.size[1]} frame as trained, "
+          f"{executed / 1e9:.2f} GFLOP as network/fast_inference.py runs it; {unit} are "
           f"medians of {args.rounds} round(s) over {count} frames, {torch.get_num_threads()} torch "
           f"thread(s), {args.clock} clock\n")
     print(f"| run | precision | batch | {unit} | vs naive loop | vs model only (same precision, batch) | first batch (s) |")
@@ -362,19 +409,21 @@ def main() -> None:
 
     limit = config.AUTO_PRECISION_MAX_MEAN_DIFF
     per = "per CPU second, " if args.clock == "cpu" else ""
-    print(f"\n| precision | matmul peak GFLOP/s ({per}{torch.get_num_threads()} thread(s)) | network GFLOP/s (best model only, eager) | of peak | "
-          f"mean abs diff from fp32 | p99 abs diff | auto may pick it (mean <= {limit}) |")
-    print("| :-- | --: | --: | --: | --: | --: | :-- |")
-    for used, results in outputs.items():
-        achieved = flops * best[used, False] / 1e9
-        mean, p99 = difference(outputs["fp32"], results)
-        allowed = "reference" if used == "fp32" else ("yes" if mean <= limit else "no")
-        print(f"| {used} | {peaks[used]:.1f} | {achieved:.1f} | {achieved / peaks[used]:.0%} | "
-              f"{mean:.2f} | {p99} | {allowed} |")
-    if args.compile:
-        for used in outputs:
-            achieved = flops * best[used, True] / 1e9
-            print(f"| {used}, compiled | {peaks[used]:.1f} | {achieved:.1f} | {achieved / peaks[used]:.0%} | - | - | - |")
+    print(f"\nGFLOP/s from the best model-only frames/s: 'as trained' counts the network's own "
+          f"{flops / 1e9:.2f} GFLOP per frame, 'executed' the {executed / 1e9:.2f} GFLOP the rewritten "
+          f"layers really compute")
+    print(f"\n| precision | matmul peak GFLOP/s ({per}{torch.get_num_threads()} thread(s)) | GFLOP/s as trained | of peak | "
+          f"GFLOP/s executed | of peak | mean abs diff from fp32 | p99 abs diff | auto may pick it (mean <= {limit}) |")
+    print("| :-- | --: | --: | --: | --: | --: | --: | --: | :-- |")
+    for compiled in [False, True] if args.compile else [False]:
+        for used, results in outputs.items():
+            rate = best[used, compiled]
+            mean, p99 = difference(outputs["fp32"], results)
+            allowed = "reference" if used == "fp32" else ("yes" if mean <= limit else "no")
+            diffs = "- | - | -" if compiled else f"{mean:.2f} | {p99} | {allowed}"
+            print(f"| {used}{', compiled' if compiled else ''} | {peaks[used]:.1f} | {flops * rate / 1e9:.1f} | "
+                  f"{flops * rate / 1e9 / peaks[used]:.0%} | {executed * rate / 1e9:.1f} | "
+                  f"{executed * rate / 1e9 / peaks[used]:.0%} | {diffs} |")
     if memory:
         print(f"\n| stylize.py on a video of, at {args.memory_size[0]}x{args.memory_size[1]} | peak memory (MB) |")
         print("| :-- | --: |")

@@ -23,7 +23,8 @@ from stylization.pipeline import stylize_live, stylize_stream
 from stylization.processor import Processor, default_batch_size, stylize_precision
 from stylization.sink import Display, ImageSink, VideoSink, display_available
 from stylization.stability import StabilityResult, WarpErrorMeter
-from utils import UserError, fail, load_model, resolve_device, str2bool
+from utils import (UserError, check_compiler, fail, keep_freed_memory, load_model, resolve_device,
+                   str2bool)
 
 MIN_MAX_SIZE = 16  # smaller frames carry too little for the network's 9x9 kernels
 IMAGE_SHOW_MS = 2000  # how long a stylised image stays on screen unless a key is pressed
@@ -112,6 +113,8 @@ def check_args(args: argparse.Namespace) -> None:
         fail(f"--batch_size must be at least 1 (got {args.batch_size})")
     if args.report_stability and args.content_type != ContentType.VIDEO.value:
         fail("--report_stability measures flicker between video frames: use it with --content_type video")
+    if args.compile:
+        check_compiler()
     if not args.real_time and not args.save_output:
         fail("--real_time and --save_output are both False: nothing would be shown or saved")
 
@@ -204,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     output_dir = Path(args.output_dir) if args.save_output else None
     inputs = find_inputs(content_type, args.source, output_dir)
     device = resolve_device(args.device)
+    keep_freed_memory()
     processor = Processor(load_model(args.model_path, device), device,
                           stylize_precision(args.precision, device),
                           channels_last=config.STYLIZE_CHANNELS_LAST, compile=args.compile,

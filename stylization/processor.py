@@ -7,11 +7,12 @@ import numpy as np
 import torch
 
 import config
-from utils import autocast, has_native_bf16_cpu, resolve_precision
+from network.fast_inference import for_inference
+from utils import batch_to_frames, frames_to_batch, has_native_bf16_cpu, resolve_precision
 
 
 def stylize_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for --precision on device (None: float32).
+    """The dtype of weights and activations for --precision on device (None: float32).
 
     auto follows config.STYLIZE_AUTO_PRECISION, which holds a reduced precision only where its
     output was measured close enough to float32's; explicit names go through
@@ -28,43 +29,33 @@ def default_batch_size(device: torch.device) -> int:
     return config.STYLIZE_BATCH_SIZE.get(device.type, 1)
 
 
-class Float32(torch.nn.Module):
-    """Runs a part of the network in float32 inside a reduced-precision autocast region."""
-
-    def __init__(self, module: torch.nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return self.module(x.float())
-
-
 class Processor:
     """Runs the network on batches of same-sized frames; one code path for every device.
 
-    dtype: autocast precision (None: float32). channels_last: the network and its input in
-    NHWC memory. compile: torch.compile the network (the first batch then takes a while).
-    batch_size: how many frames a video pipeline hands over per call.
+    The network runs as network/fast_inference.py rewrites it, with weights and activations in
+    dtype (None: float32): measured faster than autocast, which converts around every layer. channels_last: NHWC memory for the network's input. compile:
+    torch.compile the whole step from uint8 frames to uint8 frames, so that the conversions
+    fuse with the first and last layers (the first batch then takes a while). batch_size: how
+    many frames a video pipeline hands over per call.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str,
                  dtype: torch.dtype | None = None, channels_last: bool = False,
                  compile: bool = False, batch_size: int = 1):
         self.device = torch.device(device)
-        self.dtype = dtype
+        self.dtype = dtype or torch.float32
         self.batch_size = batch_size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format).eval()
-        if dtype is not None:
-            # Only this project's network has these parts; other layouts (network/formats.py)
-            # run wholly at dtype, and an ONNX model in its own float32.
-            for name in config.STYLIZE_FLOAT32_LAYERS:
-                if isinstance(getattr(self.model, name, None), torch.nn.Module):
-                    setattr(self.model, name, Float32(getattr(self.model, name)))
+        # An ONNX model has no parameters: .to(dtype) leaves it in its own float32.
+        self.model = for_inference(model, compiled=compile).to(self.device, self.dtype).eval()
         self.compiled = compile
-        self._forward = torch.compile(self.model, dynamic=False) if compile else self.model
+        self._step = (torch.compile(self._frames_to_frames, dynamic=False, options={"freezing": True})
+                      if compile else self._frames_to_frames)
         self._full_batch: dict[tuple[int, ...], int] = {}
+
+    def _frames_to_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        batch = frames_to_batch(frames, self.dtype).contiguous(memory_format=self.memory_format)
+        return batch_to_frames(self.model(batch))
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         if not frames:
@@ -78,11 +69,7 @@ class Processor:
             # last, short batch up to the size seen before and drop the extra results.
             full = self._full_batch.setdefault(frames[0].shape, count)
             frames = [*frames, *[frames[-1]] * (full - count)]
-        with torch.inference_mode(), autocast(self.device, self.dtype):
-            # uint8 crosses to the device (a quarter of float32's bytes) and is converted there.
-            batch = torch.from_numpy(np.stack(frames)).to(self.device)
-            batch = (batch.permute(0, 3, 1, 2).float().div_(255.0)
-                     .contiguous(memory_format=self.memory_format))
-            result = self._forward(batch).float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-            result = result.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        with torch.inference_mode():
+            # uint8 crosses to the device and back (a quarter of float32's bytes).
+            result = self._step(torch.from_numpy(np.stack(frames)).to(self.device)).cpu().numpy()
         return list(result[:count])

@@ -30,7 +30,7 @@ from train import distributed
 from train import loss as L
 from train.dataset import ContentDataset, EpochSampler, FramePairDataset, default_flow_cache_dir, load_style_image
 from train.report import LossLog
-from utils import (autocast, fail, model_stem, precision_name, read_checkpoint, resolve_device,
+from utils import (autocast, check_compiler, fail, model_stem, precision_name, read_checkpoint, resolve_device,
                    resolve_precision, save_checkpoint, save_image, str2bool, tensor_to_array)
 
 LOSS_TERMS = ("content", "style", "regu", "noise", "flow")
@@ -121,6 +121,8 @@ def validate(args: argparse.Namespace) -> None:
     for ok, message in checks:
         if not ok:
             fail(message)
+    if args.compile:
+        check_compiler()
 
 
 @dataclass
