@@ -119,15 +119,21 @@ STYLIZE_DEFAULTS = {
     "save_output": True,
     "batch_size": None,  # None: STYLIZE_BATCH_SIZE for the device
     "precision": "auto",  # see STYLIZE_AUTO_PRECISION
-    # Off: it paid for itself only after ~220 frames (bf16) on the 2-core CPU, so images,
-    # webcams and short clips would just wait for the compiler (README, Stylization speed).
-    "compile": False,
+    "compile": "auto",  # see COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES
 }
 
-# Frames per network call for video when --batch_size is not given. On the 2-core CPU a
-# 640x360 batch of 2 took 5-15% more time per frame than a batch of 1 (README, Stylization
-# speed); GPUs need several frames per call to be kept busy (not measured here: no GPU).
-STYLIZE_BATCH_SIZE = {"cpu": 1, "cuda": 8}
+# --compile auto compiles only for video files on a CPU holding at least this many megapixels
+# in all (frames x width x height / 1e6). On the 2-core CPU a cold compile kept the first batch
+# waiting 8-14 s, and compiled bf16 then saved 0.022 s per 640x360 frame end to end (10.0
+# against 8.2 frames/s): even after ~470 such frames, 108 megapixels. Twice that leaves room
+# for a slower compile. Images, webcams and GPUs (not measured) stay eager.
+COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES = 216
+
+# Frames per network call for video when --batch_size is not given. On the 2-core CPU at
+# 640x360, 2 frames per call made 5-8% more frames/s than 1 in eager fp32 and bf16 (no
+# difference compiled; README, Stylization speed); GPUs need several frames per call to be
+# kept busy (not measured here: no GPU).
+STYLIZE_BATCH_SIZE = {"cpu": 2, "cuda": 8}
 
 # What --precision auto means for stylisation, per kind of device. A reduced precision is
 # taken only where its output stays within AUTO_PRECISION_MAX_MEAN_DIFF (0-255 units, mean

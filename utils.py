@@ -80,10 +80,16 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_top_pad, config.MALLOC_TOP_PAD_BYTES)
 
 
+def find_compiler() -> str | None:
+    """The C++ compiler torch.compile would build its kernels with (C++ on a CPU, Triton's
+    launchers on CUDA), or None."""
+    names = (os.environ.get("CXX", ""), "g++", "clang++", "c++")
+    return next((found for name in names if name and (found := shutil.which(name))), None)
+
+
 def check_compiler() -> None:
-    """Refuse --compile True where torch.compile could not work: its kernels (C++ on a CPU,
-    Triton's launchers on CUDA) are built by a C/C++ compiler on this machine."""
-    if not any(shutil.which(name) for name in (os.environ.get("CXX", ""), "g++", "clang++", "c++") if name):
+    """Refuse --compile True where torch.compile could not work."""
+    if find_compiler() is None:
         fail("--compile True needs a C++ compiler (torch.compile builds its kernels with one): "
              "install g++ (e.g. apt install g++) or leave --compile False")
 

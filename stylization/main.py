@@ -12,19 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 import config
 from stylization.content_source.base import ContentSource
 from stylization.content_source.factory import create_source
+from stylization.content_source.video import VideoSource
 from stylization.enum_class import ContentType
 from stylization.paths import Job, find_inputs, plan_jobs
 from stylization.pipeline import stylize_live, stylize_stream
 from stylization.processor import Processor, default_batch_size, stylize_precision
 from stylization.sink import Display, ImageSink, VideoSink, display_available
 from stylization.stability import StabilityResult, WarpErrorMeter
-from utils import (UserError, check_compiler, fail, keep_freed_memory, load_model, resolve_device,
-                   str2bool)
+from utils import (UserError, check_compiler, fail, find_compiler, keep_freed_memory, load_model,
+                   resolve_device, str2bool)
 
 MIN_MAX_SIZE = 16  # smaller frames carry too little for the network's 9x9 kernels
 IMAGE_SHOW_MS = 2000  # how long a stylised image stays on screen unless a key is pressed
@@ -70,10 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=config.PRECISION_CHOICES, default=d["precision"],
                    help="arithmetic of the network: auto (the default) is fp16 on CUDA, bf16 on "
                         "CPUs with native bf16, fp32 elsewhere")
-    p.add_argument("--compile", type=str2bool, default=d["compile"],
-                   help="torch.compile the network; the first frames wait for the compiler "
-                        "(a minute or more on a CPU), so it pays only on long videos "
-                        "(default: %(default)s)")
+    p.add_argument("--compile", type=auto_or_bool, default=d["compile"],
+                   help="torch.compile the network: True, False, or auto (the default): only for "
+                        "videos long enough to repay the compiler's wait, on a CPU")
     p.add_argument("--report_stability", type=str2bool, default=False,
                    help="videos: print each video's warping error E_warp (temporal flicker; "
                         "lower is steadier) and the input's own after the run (default: %(default)s)")
@@ -106,6 +107,32 @@ class Report:
             print(result.line(label))
 
 
+def auto_or_bool(value: str) -> str | bool:
+    """argparse type of --compile: auto, or a boolean as str2bool reads it."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        return str2bool(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected True, False or auto, got {value!r}") from None
+
+
+def compile_pays(content_type: ContentType, jobs: list[Job], max_size: int | None,
+                 device: torch.device) -> bool:
+    """What --compile auto means for these jobs: video files on a CPU with a compiler, holding
+    config.COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES in all (README, Stylization speed)."""
+    if content_type != ContentType.VIDEO or device.type != "cpu" or find_compiler() is None:
+        return False
+    megapixels = 0.0
+    for job in jobs:
+        try:
+            with VideoSource(job.source, max_size) as source:
+                megapixels += (source.frame_count or 0) * source.size[0] * source.size[1] / 1e6
+        except UserError:
+            continue  # reported when its turn comes
+    return megapixels >= config.COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES
+
+
 def check_args(args: argparse.Namespace) -> None:
     if args.max_size is not None and args.max_size < MIN_MAX_SIZE:
         fail(f"--max_size must be at least {MIN_MAX_SIZE} (got {args.max_size})")
@@ -113,7 +140,7 @@ def check_args(args: argparse.Namespace) -> None:
         fail(f"--batch_size must be at least 1 (got {args.batch_size})")
     if args.report_stability and args.content_type != ContentType.VIDEO.value:
         fail("--report_stability measures flicker between video frames: use it with --content_type video")
-    if args.compile:
+    if args.compile is True:
         check_compiler()
     if not args.real_time and not args.save_output:
         fail("--real_time and --save_output are both False: nothing would be shown or saved")
@@ -208,12 +235,18 @@ def main(argv: list[str] | None = None) -> None:
     inputs = find_inputs(content_type, args.source, output_dir)
     device = resolve_device(args.device)
     keep_freed_memory()
-    processor = Processor(load_model(args.model_path, device), device,
-                          stylize_precision(args.precision, device),
-                          channels_last=config.STYLIZE_CHANNELS_LAST, compile=args.compile,
-                          batch_size=args.batch_size or default_batch_size(device))
     jobs, notes = plan_jobs(inputs, content_type, output_dir, args.output_name, args.model_path,
                             args.overwrite)
+    compiled = args.compile
+    if compiled == "auto":
+        compiled = compile_pays(content_type, jobs, args.max_size, device)
+        if compiled:
+            notes.append("compiling the network for these videos (--compile auto): the first "
+                         "frames wait for the compiler")
+    processor = Processor(load_model(args.model_path, device), device,
+                          stylize_precision(args.precision, device),
+                          channels_last=config.STYLIZE_CHANNELS_LAST, compile=compiled,
+                          batch_size=args.batch_size or default_batch_size(device))
     for note in notes:
         print(note)
     display = open_display(args.real_time, args.save_output)

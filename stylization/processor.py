@@ -1,6 +1,7 @@
 """Turns RGB uint8 frames into stylised RGB uint8 frames with the stylizing network."""
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import numpy as np
@@ -49,6 +50,9 @@ class Processor:
         # An ONNX model has no parameters: .to(dtype) leaves it in its own float32.
         self.model = for_inference(model, compiled=compile).to(self.device, self.dtype).eval()
         self.compiled = compile
+        if compile:
+            # A CUDA build of torch on a machine without CUDA says so while compiling: noise here.
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         self._step = (torch.compile(self._frames_to_frames, dynamic=False, options={"freezing": True})
                       if compile else self._frames_to_frames)
         self._full_batch: dict[tuple[int, ...], int] = {}

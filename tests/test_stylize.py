@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import config
 from conftest import ROOT, random_vgg_file, run_script, write_image, write_video
 from stylization.content_source.factory import create_source
 from stylization.enum_class import ContentType
@@ -356,3 +357,24 @@ def test_real_time_on_a_virtual_display(tmp_path, tiny_model, sample_video, virt
     assert result.returncode == 0, result.stderr
     assert "no display available" not in result.stderr
     assert len(read_video(out / "clip_tiny.mp4")[0]) == 12
+
+
+def test_compile_auto_compiles_only_videos_on_a_cpu_with_enough_pixels(tmp_path, monkeypatch):
+    from stylization import main as stylize_main
+    from stylization.paths import Job
+
+    clip = write_video(tmp_path / "clip.mp4", frames=12, width=96, height=64)
+    jobs = [Job(str(clip), None), Job(str(tmp_path / "missing.mp4"), None)]  # the bad one is skipped
+    cpu, video = torch.device("cpu"), ContentType.VIDEO
+    megapixels = 12 * 96 * 64 / 1e6
+    monkeypatch.setattr(stylize_main, "find_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.setattr(config, "COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES", megapixels * 0.9)
+    assert stylize_main.compile_pays(video, jobs, None, cpu)
+    assert not stylize_main.compile_pays(video, jobs, 48, cpu)  # --max_size shrinks the work
+    assert not stylize_main.compile_pays(ContentType.IMAGE, jobs, None, cpu)
+    assert not stylize_main.compile_pays(video, jobs, None, torch.device("cuda"))  # not measured
+    monkeypatch.setattr(config, "COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES", megapixels * 1.1)
+    assert not stylize_main.compile_pays(video, jobs, None, cpu)
+    monkeypatch.setattr(config, "COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES", 0)
+    monkeypatch.setattr(stylize_main, "find_compiler", lambda: None)
+    assert not stylize_main.compile_pays(video, jobs, None, cpu)
