@@ -124,9 +124,9 @@ STYLIZE_DEFAULTS = {
 
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels
 # in all (frames x width x height / 1e6). On the 2-core CPU a cold compile kept the first batch
-# waiting 8-14 s, and compiled bf16 then saved 0.022 s per 640x360 frame end to end (10.0
-# against 8.2 frames/s): even after ~470 such frames, 108 megapixels. Twice that leaves room
-# for a slower compile. Images, webcams and GPUs (not measured) stay eager.
+# waiting 7.5-14 s, and compiled bf16 then saved 0.022 s per 640x360 frame end to end (10.0
+# against 8.2 frames/s): it breaks even after 350-650 such frames, 80-150 megapixels. The
+# margin is for slower compiles. Images, webcams and GPUs (not measured) stay eager.
 COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES = 216
 
 # Frames per network call for video when --batch_size is not given. On the 2-core CPU at
@@ -153,8 +153,8 @@ MALLOC_TOP_PAD_BYTES = 256 << 20
 # (a 12x12 kernel, 48 outputs) took 14 ms for 1.4x the multiply-adds of 2.
 HEAD_PHASES = 2
 
-# The stylizing network in channels-last memory: off, it was no faster in fp32 and slower in
-# bf16 on the CPU (README, Stylization speed; benchmarks/stylize_speed.py --other_layout).
+# The stylizing network's input in channels-last memory: off, no difference was measured on the
+# CPU, eager or compiled (README, Stylization speed; benchmarks/stylize_speed.py --other_layout).
 STYLIZE_CHANNELS_LAST = False
 
 # Bounded queues of the video pipeline (stylization/pipeline.py): decoded batches waiting for
