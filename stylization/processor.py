@@ -34,10 +34,11 @@ class Processor:
     """Runs the network on batches of same-sized frames; one code path for every device.
 
     The network runs as network/fast_inference.py rewrites it, with weights and activations in
-    dtype (None: float32): measured faster than autocast, which converts around every layer. channels_last: NHWC memory for the network's input. compile:
-    torch.compile the whole step from uint8 frames to uint8 frames, so that the conversions
-    fuse with the first and last layers (the first batch then takes a while). batch_size: how
-    many frames a video pipeline hands over per call.
+    dtype (None: float32; measured faster than autocast, which converts around every layer).
+    channels_last: NHWC memory for the network's input. compile: torch.compile the whole step
+    from uint8 frames to uint8 frames, so that the conversions fuse with the first and last
+    layers (the first batch then takes a while). batch_size: how many frames a video pipeline
+    hands over per call.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str,
