@@ -130,8 +130,8 @@ STYLIZE_DEFAULTS = {
 COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES = 216
 
 # Frames per network call for video when --batch_size is not given. On the 2-core CPU at
-# 640x360, 2 frames per call made 5-8% more frames/s than 1 in eager fp32 and bf16 (no
-# difference compiled; README, Stylization speed); GPUs need several frames per call to be
+# 640x360, 2 frames per call made 5-15% more frames/s than 1 in eager fp32 and bf16 in two
+# runs (no difference compiled; README, Stylization speed); GPUs need several frames per call to be
 # kept busy (not measured here: no GPU).
 STYLIZE_BATCH_SIZE = {"cpu": 2, "cuda": 8}
 

@@ -30,8 +30,9 @@ from train import distributed
 from train import loss as L
 from train.dataset import ContentDataset, EpochSampler, FramePairDataset, default_flow_cache_dir, load_style_image
 from train.report import LossLog
-from utils import (autocast, check_compiler, fail, model_stem, precision_name, read_checkpoint, resolve_device,
-                   resolve_precision, save_checkpoint, save_image, str2bool, tensor_to_array)
+from utils import (autocast, check_compiler, fail, model_stem, precision_name, read_checkpoint,
+                   resolve_device, resolve_precision, save_checkpoint, save_image, str2bool,
+                   tensor_to_array)
 
 LOSS_TERMS = ("content", "style", "regu", "noise", "flow")
 # (stylised frames t+1, flow from t+1 to t, valid mask) for the flow loss
