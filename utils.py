@@ -65,10 +65,11 @@ def str2bool(value: str | bool) -> bool:
 def keep_freed_memory() -> None:
     """Make glibc keep the memory of freed tensors in the process for the next ones.
 
-    By default glibc gives large blocks (every full-size activation of a video frame) back to
-    the kernel when a tensor is freed, so each frame pays page faults to get them again: in
-    eager bf16 at 640x360 on the 2-core CPU that was over a quarter of the time (README,
-    Stylization speed). Taking every block from the heap and never trimming it keeps them;
+    By default glibc gives large blocks (every full-size activation of a video frame or a
+    training batch) back to the kernel when a tensor is freed, so each frame or step pays page
+    faults to get them again: in eager bf16 at 640x360 on the 2-core CPU that was over a
+    quarter of stylisation's time, and a fifth of a training step's (README, Stylization speed,
+    Training speed). Taking every block from the heap and never trimming it keeps them;
     peak memory stays about what it was. Does nothing where the C library is not glibc.
     """
     if platform.libc_ver()[0] != "glibc":

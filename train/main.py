@@ -30,8 +30,8 @@ from train import distributed
 from train import loss as L
 from train.dataset import ContentDataset, EpochSampler, FramePairDataset, default_flow_cache_dir, load_style_image
 from train.report import LossLog
-from utils import (autocast, check_compiler, fail, model_stem, precision_name, read_checkpoint,
-                   resolve_device, resolve_precision, save_checkpoint, save_image, str2bool,
+from utils import (autocast, check_compiler, fail, keep_freed_memory, model_stem, precision_name,
+                   read_checkpoint, resolve_device, resolve_precision, save_checkpoint, save_image, str2bool,
                    tensor_to_array)
 
 LOSS_TERMS = ("content", "style", "regu", "noise", "flow")
@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     validate(args)
     cluster = distributed.join(resolve_device(args.device))
+    keep_freed_memory()
     device = cluster.device
     dtype = resolve_precision(args.precision, device)
     effective_batch = args.batch_size * cluster.world_size
