@@ -14,7 +14,7 @@ Two kinds of layer in network/style_network.py leave most of a vector unit idle:
 
 Under torch.compile, instance norms are also spelled out as two plain reductions (mean, then
 mean square of the deviation) in float32: the compiler turns those into vectorised loops,
-where its own instance-norm kernel took 2-3 times as long on full-size maps.
+where its own instance-norm kernels took up to twice as long on full-size maps.
 
 Training keeps the plain layers (their gradients are the usual ones); only stylisation
 (stylization/processor.py) runs these. tests/test_fast_inference.py checks that outputs agree
@@ -53,11 +53,16 @@ def interleave_phases(y: torch.Tensor, phases: int) -> torch.Tensor:
 class SubpixelUpsampleConv(nn.Module):
     """UpsampleConv(mode="nearest", 3x3) as a 2x2 convolution of the small map and a shuffle."""
 
+    @staticmethod
+    def applies_to(layer: UpsampleConv) -> bool:
+        conv = layer.conv[1]
+        return layer.mode == "nearest" and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+
     def __init__(self, layer: UpsampleConv):
         super().__init__()
-        _reflection_pad, conv, *rest = layer.conv
-        if layer.mode != "nearest" or conv.kernel_size != (3, 3) or conv.stride != (1, 1):
+        if not self.applies_to(layer):
             raise ValueError("only a nearest x2 upsample followed by a 3x3 stride-1 convolution")
+        _reflection_pad, conv, *rest = layer.conv
         taps = _UPSAMPLE_TAPS.to(conv.weight)
         # Output channel (row phase * 2 + column phase) * C + o, as interleave_phases reads them.
         weight = torch.einsum("aiu,bjv,ocuv->abocij", taps, taps, conv.weight.detach())
@@ -128,8 +133,8 @@ def for_inference(model: nn.Module, compiled: bool = False) -> nn.Module:
             for name, child in module.named_children():
                 if isinstance(child, nn.InstanceNorm2d) and child.affine:
                     setattr(module, name, TwoPassInstanceNorm(child))
-    fast.up = nn.Sequential(*[SubpixelUpsampleConv(layer) if layer.mode == "nearest" and
-                              layer.conv[1].kernel_size == (3, 3) else layer for layer in fast.up])
+    fast.up = nn.Sequential(*[SubpixelUpsampleConv(layer) if SubpixelUpsampleConv.applies_to(layer)
+                              else layer for layer in fast.up])
     phases = config.HEAD_PHASES
     # The head sees the input padded to a multiple of model.multiple (pad_to_fit).
     if model.multiple % phases == 0:

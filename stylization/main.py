@@ -130,7 +130,9 @@ def compile_pays(content_type: ContentType, jobs: list[Job], max_size: int | Non
                 megapixels += (source.frame_count or 0) * source.size[0] * source.size[1] / 1e6
         except UserError:
             continue  # reported when its turn comes
-    return megapixels >= config.COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES
+        if megapixels >= config.COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES:
+            return True  # no need to open the rest
+    return False
 
 
 def check_args(args: argparse.Namespace) -> None:
