@@ -149,12 +149,11 @@ MALLOC_TOP_PAD_BYTES = 256 << 20
 
 # Output phases per side of the stylizing network's head as stylisation runs it
 # (network/fast_inference.py): 2 gives a stride-2 10x10 convolution with 12 outputs in place of
-# a 9x9 one with 3. On the 2-core CPU at 640x360 in bf16 that took 13 ms against 42 ms; 4
-# (a 12x12 kernel, 48 outputs) took 14 ms for 1.4x the multiply-adds of 2.
+# a 9x9 one with 3, for 1.23x the multiply-adds; 4 (12x12, 48 outputs) would need 1.78x.
 HEAD_PHASES = 2
 
-# The stylizing network's input in channels-last memory: off, no difference was measured on the
-# CPU, eager or compiled (README, Stylization speed; benchmarks/stylize_speed.py --other_layout).
+# The stylizing network's input in channels-last memory: off, it was 7-8% slower on the CPU
+# (README, Stylization speed; benchmarks/stylize_speed.py --other_layout).
 STYLIZE_CHANNELS_LAST = False
 
 # Bounded queues of the video pipeline (stylization/pipeline.py): decoded batches waiting for

@@ -67,9 +67,9 @@ def keep_freed_memory() -> None:
 
     By default glibc gives large blocks (every full-size activation of a video frame or a
     training batch) back to the kernel when a tensor is freed, so each frame or step pays page
-    faults to get them again: in eager bf16 at 640x360 on the 2-core CPU that was over a
-    quarter of stylisation's time, and a fifth of a training step's (README, Stylization speed,
-    Training speed). Taking every block from the heap and never trimming it keeps them;
+    faults to get them again: at 640x360 on the 2-core CPU that was a fifth (bf16) to a third
+    (fp32) of stylisation's time, and a fifth of a bf16 training step's (README, Stylization
+    speed, Training speed). Taking every block from the heap and never trimming it keeps them;
     peak memory stays about what it was. Does nothing where the C library is not glibc.
     """
     if platform.libc_ver()[0] != "glibc":

@@ -282,6 +282,10 @@ def main() -> None:
                              "use it with --threads 1, where no thread waits for another")
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every row this many times, interleaved; report medians")
+    parser.add_argument("--glibc_defaults", action="store_true",
+                        help="leave glibc's allocator as it comes (no utils.keep_freed_memory) for the "
+                             "model-only rows, to show what that call gives; end-to-end rows are left out "
+                             "since stylize.py makes the call itself")
     parser.add_argument("--naive_loop_only", nargs=3, metavar=("VIDEO", "MODEL", "OUTPUT"),
                         help=argparse.SUPPRESS)  # the child process of run_naive_loop
     args = parser.parse_args()
@@ -293,7 +297,8 @@ def main() -> None:
     if args.naive_loop_only:
         print(naive_loop(*(Path(p) for p in args.naive_loop_only)))
         return
-    keep_freed_memory()
+    if not args.glibc_defaults:
+        keep_freed_memory()
     device = resolve_device(args.device)
     if args.clock == "cpu" and device.type == "cuda":
         sys.exit("--clock cpu measures CPU work; GPU time would not be counted")
@@ -340,6 +345,8 @@ def main() -> None:
                     for batch_size in batch_sizes:
                         runs.append((label, used, batch_size, functools.partial(
                             model_only, model_path, device, dtype, frames, batch_size, compiled, channels_last)))
+                if args.glibc_defaults:
+                    continue
                 label = "stylize.py end to end" + (" compiled" if compiled else "")
                 runs.append((label, used, pipeline_batch, functools.partial(
                     end_to_end, video, model_path, str(device), name, pipeline_batch, compiled,

@@ -14,7 +14,7 @@ Two kinds of layer in network/style_network.py leave most of a vector unit idle:
 
 Under torch.compile, instance norms are also spelled out as two plain reductions (mean, then
 mean square of the deviation) in float32: the compiler turns those into vectorised loops,
-where its own instance-norm kernels took up to twice as long on full-size maps.
+where its own instance-norm kernel came out slower in profiles of full-size maps.
 
 Training keeps the plain layers (their gradients are the usual ones); only stylisation
 (stylization/processor.py) runs these. tests/test_fast_inference.py checks that outputs agree
