@@ -68,7 +68,7 @@ MODEL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar")  # stripped to name outputs
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 
-# `python utils.py export`: file name endings of each format, and the check against PyTorch.
+# `python -m network.export`: file name endings of each format, and the check against PyTorch.
 EXPORT_FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 ONNX_OPSET = 18  # ONNX Runtime runs opset 18 from version 1.14 on
 EXPORT_EXAMPLE_SIZE = (64, 64)  # height, width the export traces at
@@ -182,7 +182,7 @@ H264_FALLBACK = ["-c:v", "mpeg4", "-q:v", "3", "-pix_fmt", "yuv420p"]
 # Webcam / stream mode: the window's frames/s is an average over this many shown frames.
 LIVE_FPS_WINDOW = 10
 
-# Optical flow and occlusion (utils.optical_flow, utils.valid_flow_mask), shared by the
+# Optical flow and occlusion (flow.optical_flow, flow.valid_flow_mask), shared by the
 # warping-error metric and the flow loss. The thresholds are those of Ruder et al. 2016 that
 # Lai et al. 2018 use for E_warp: a pixel is occluded where |w + w'|^2 > ratio(|w|^2 + |w'|^2)
 # + offset (forward-backward check), or on a motion boundary where |grad u|^2 + |grad v|^2 >

@@ -1,8 +1,8 @@
-"""What training and stylisation share: errors, devices, image conversions, checkpoints,
-frame extraction, optical flow and warping.
+"""What training and stylisation share: errors, devices, precision, image conversions, atomic
+files, checkpoints and frame extraction. It imports no module of the project but config, so
+every other module can import it.
 
-Run `python utils.py --help` for the commands: extract-frames, finalize-model, export,
-warp-error (scores a stylised video's temporal stability).
+Run `python utils.py --help` for its commands: extract-frames, finalize-model.
 """
 from __future__ import annotations
 
@@ -306,18 +306,6 @@ def read_checkpoint(path: str | Path) -> dict:
     return data
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """The stylizing network in a model file, on device, in eval mode: RGB [0, 1] in and out.
-
-    Its kind (this project's checkpoint, the original project's, pytorch/examples') is
-    recognised from its keys and shapes, an exported ONNX model from its .onnx name: see
-    network/formats.py.
-    """
-    from network.formats import load_network
-
-    return load_network(path, device)[0]
-
-
 def finalize_model(src: str | Path, dst: str | Path, half: bool = True) -> Path:
     """A stylisation-only copy of a training checkpoint: no optimizer state, and float16
     weights when `half` (a quarter of the size; load_model returns float32 either way)."""
@@ -381,101 +369,6 @@ def extract_frames(video_dir: str | Path, frames_dir: str | Path, every: int = 1
     return counts
 
 
-# ----------------------------------------------------------------------------- optical flow
-# Flow arrays are H x W x 2 (x then y displacement, in pixels) as OpenCV and .flo files hold
-# them; flow tensors are N x 2 x H x W. "flow from a to b" maps a pixel x of a to x + flow(x) in b,
-# so warp(b, flow) lines b up with a.
-FLO_MAGIC = 202021.25  # the Middlebury .flo header's sanity check ("PIEH" read as a float)
-
-
-def optical_flow(first: np.ndarray, second: np.ndarray, method: str = config.FLOW_METHOD) -> np.ndarray:
-    """Dense flow from first to second (RGB uint8 H x W x 3) with OpenCV, as H x W x 2 float32."""
-    import cv2
-
-    if method not in config.FLOW_METHODS:
-        fail(f"unknown flow method {method!r}: use {', '.join(config.FLOW_METHODS)}")
-    a, b = (cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in (first, second))
-    if method == "dis":
-        return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(a, b, None)
-    return cv2.calcOpticalFlowFarneback(a, b, None, pyr_scale=0.5, levels=4, winsize=15,
-                                        iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
-
-
-def flow_to_tensor(flow: np.ndarray) -> torch.Tensor:
-    """H x W x 2 array -> 2 x H x W float32 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)
-
-
-def warp(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Backward warp: out(x) = images(x + flow(x)), bilinear, edges clamped.
-
-    images N x C x H x W, flow N x 2 x H x W in pixels; computed in float32. Differentiable in
-    images, so the flow loss can train through it.
-    """
-    n, _, height, width = images.shape
-    ys, xs = torch.meshgrid(torch.arange(height, device=flow.device, dtype=torch.float32),
-                            torch.arange(width, device=flow.device, dtype=torch.float32), indexing="ij")
-    x = (xs + flow[:, 0].float()) * (2 / max(width - 1, 1)) - 1
-    y = (ys + flow[:, 1].float()) * (2 / max(height - 1, 1)) - 1
-    return torch.nn.functional.grid_sample(images.float(), torch.stack([x, y], dim=-1),
-                                           mode="bilinear", padding_mode="border", align_corners=True)
-
-
-def valid_flow_mask(flow: torch.Tensor, flow_back: torch.Tensor) -> torch.Tensor:
-    """N x 1 x H x W: 1 where flow (a to b) can be trusted, 0 where the pixel is occluded
-    (forward-backward check against flow_back, b to a) or on a motion boundary; the
-    thresholds are config.OCCLUSION's."""
-    c = config.OCCLUSION
-    flow, back = flow.float(), warp(flow_back, flow)  # the backward flow at x + flow(x)
-    length = flow.pow(2).sum(1)
-    inconsistent = ((flow + back).pow(2).sum(1)
-                    > c["consistency_ratio"] * (length + back.pow(2).sum(1)) + c["consistency_offset"])
-    du_dy, du_dx = torch.gradient(flow[:, 0], dim=(1, 2))
-    dv_dy, dv_dx = torch.gradient(flow[:, 1], dim=(1, 2))
-    boundary = (du_dx ** 2 + du_dy ** 2 + dv_dx ** 2 + dv_dy ** 2
-                > c["boundary_ratio"] * length + c["boundary_offset"])
-    return (~(inconsistent | boundary)).float().unsqueeze(1)
-
-
-def is_scene_cut(first: np.ndarray, second: np.ndarray) -> bool:
-    """Whether two RGB uint8 frames belong to different shots: the correlation of their
-    small greyscale thumbnails (blind to brightness and contrast, tolerant of motion) is
-    below config.SCENE_CUT_CORRELATION."""
-    import cv2
-
-    size = config.SCENE_CUT_THUMBNAIL
-
-    def thumbnail(frame: np.ndarray) -> np.ndarray:
-        grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-        small = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA).astype(np.float64)
-        small -= small.mean()
-        return small / (np.sqrt((small ** 2).sum()) + 1e-6)  # a flat frame correlates with nothing
-
-    return float((thumbnail(first) * thumbnail(second)).sum()) < config.SCENE_CUT_CORRELATION
-
-
-def read_flo(path: str | Path) -> np.ndarray:
-    """A Middlebury .flo file as H x W x 2 float32 (little-endian: magic, width, height, u v ...)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        fail(f"cannot read flow file {path} ({err.strerror})")
-    header_ok = len(data) >= 12 and np.frombuffer(data[:4], "<f4")[0] == FLO_MAGIC
-    width, height = np.frombuffer(data[4:12], "<i4") if header_ok else (0, 0)
-    if not header_ok or width < 1 or height < 1 or len(data) != 12 + 8 * int(width) * int(height):
-        fail(f"{path} is not a Middlebury .flo flow file (bad header or size)")
-    return np.frombuffer(data[12:], "<f4").reshape(int(height), int(width), 2).astype(np.float32)
-
-
-def write_flo(path: str | Path, flow: np.ndarray) -> Path:
-    """Write H x W x 2 flow as a Middlebury .flo file, atomically."""
-    height, width = flow.shape[:2]
-    payload = (np.array([FLO_MAGIC], "<f4").tobytes() + np.array([width, height], "<i4").tobytes()
-               + np.ascontiguousarray(flow, dtype="<f4").tobytes())
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(payload))
-
-
 def _main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Utilities for the style-transfer toolkit.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -492,45 +385,7 @@ def _main(argv: list[str] | None = None) -> None:
     final.add_argument("dst", help="where to write the stylisation-only copy")
     final.add_argument("--half", type=str2bool, default=True, help="store weights in float16 (default True)")
     final.add_argument("--debug", action="store_true", help="show tracebacks")
-    export = commands.add_parser(
-        "export", help="export a model to ONNX and TorchScript for deployment, checked against PyTorch")
-    export.add_argument("model", help="a model stylize.py runs: a train.py checkpoint, the original "
-                                      "project's .pth.tar or a pytorch/examples .pth file")
-    export.add_argument("--output_dir", default=None,
-                        help="folder for <model>.onnx and <model>.torchscript.pt "
-                             "(default: the model's folder)")
-    export.add_argument("--formats", nargs="+", choices=list(config.EXPORT_FORMATS),
-                        default=list(config.EXPORT_FORMATS), help="what to export (default: all)")
-    export.add_argument("--overwrite", type=str2bool, default=False,
-                        help="replace earlier exports of the same name (default False)")
-    export.add_argument("--debug", action="store_true", help="show tracebacks")
-    score = commands.add_parser("warp-error",
-                                help="E_warp (temporal stability) of a stylised video against its input")
-    score.add_argument("--input", required=True, help="the input video file or folder of frames")
-    score.add_argument("--stylised", required=True, help="the stylised video file or folder of frames")
-    score.add_argument("--flow_dir", default=None,
-                       help="ground-truth flows (.flo), the k-th by name from input frame k to k+1 "
-                            "(default: OpenCV flow)")
-    score.add_argument("--backward_flow_dir", default=None,
-                       help="ground-truth flows from frame k+1 to k, for the occlusion check "
-                            "(default: OpenCV flow)")
-    score.add_argument("--flow_method", default=config.FLOW_METHOD, choices=config.FLOW_METHODS,
-                       help="OpenCV optical flow used where no flow file is given")
-    score.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    if args.command == "warp-error":
-        from stylization.stability import score_videos
-
-        result = score_videos(args.input, args.stylised, args.flow_dir, args.backward_flow_dir,
-                              args.flow_method)
-        print(result.line())
-        return
-    if args.command == "export":
-        from network.export import export_model
-
-        for path, difference in export_model(args.model, args.output_dir, args.formats, args.overwrite):
-            print(f"wrote {path} (largest difference from PyTorch on the check input: {difference:.2g})")
-        return
     if args.command == "finalize-model":
         path = finalize_model(args.src, args.dst, args.half)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

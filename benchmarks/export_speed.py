@@ -4,7 +4,7 @@
 
 Exports the model to ONNX in a temporary folder (network.export, with its check against
 PyTorch), then times both engines on the same random frames, batch 1, float32, each at its
-default thread count: PyTorch as stylize.py runs it (utils.load_model, inference mode) and
+default thread count: PyTorch as stylize.py runs it (network.formats.load_model, inference mode) and
 ONNX Runtime as stylize.py runs an .onnx file (network.onnx_model.OnnxModel). The rounds of
 the two alternate, so that load from other processes falls on both alike; it prints a
 markdown table of the median time per frame over the rounds.
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from network.export import export_model  # noqa: E402
 from network.onnx_model import OnnxModel  # noqa: E402
-from utils import load_model  # noqa: E402
+from network.formats import load_model  # noqa: E402
 
 
 def parse_size(text: str) -> tuple[int, int]:

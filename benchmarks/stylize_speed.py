@@ -58,8 +58,9 @@ from stylization.main import main as stylize_main  # noqa: E402
 from stylization.processor import Processor, default_batch_size, stylize_precision  # noqa: E402
 from stylization.sink import find_ffmpeg  # noqa: E402
 from network.fast_inference import for_inference  # noqa: E402
+from network.formats import load_model  # noqa: E402
 from utils import (batch_to_frames, frames_to_batch, has_native_bf16_cpu, keep_freed_memory,  # noqa: E402
-                   load_model, precision_name, resolve_device, tensor_to_array)
+                   precision_name, resolve_device, tensor_to_array)
 
 MATMUL_SECONDS = 2.0  # how long each matmul peak is measured
 

@@ -39,7 +39,8 @@ from stylization.stability import WarpErrorMeter  # noqa: E402
 from train import loss as L  # noqa: E402
 from train.dataset import load_style_image  # noqa: E402
 from train.main import style_targets  # noqa: E402
-from utils import center_crop_resize, image_to_tensor, load_image, load_model, save_image  # noqa: E402
+from network.formats import load_model  # noqa: E402
+from utils import center_crop_resize, image_to_tensor, load_image, save_image  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -8,10 +8,11 @@
 The exported files take and return what the PyTorch network does: RGB in [0, 1], N x 3 x H x W,
 float32, the output at the input's size.
 
-Run `python utils.py export --help` for the command line.
+Run `python -m network.export --help` for the command line.
 """
 from __future__ import annotations
 
+import argparse
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 import config
 from network.formats import load_network
-from utils import UserError, atomic_write, fail, model_stem
+from utils import UserError, atomic_write, fail, model_stem, run_cli, str2bool
 
 INPUT_NAME, OUTPUT_NAME = "image", "stylized"
 
@@ -119,3 +120,25 @@ def export_model(src: str | Path, output_dir: str | Path | None = None,
 
         written.append((atomic_write(targets[fmt], write_and_check), differences[0]))
     return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m network.export",
+        description="Export a model to ONNX and TorchScript for deployment, checked against PyTorch.")
+    parser.add_argument("model", help="a model stylize.py runs: a train.py checkpoint, the original "
+                                      "project's .pth.tar or a pytorch/examples .pth file")
+    parser.add_argument("--output_dir", default=None,
+                        help="folder for <model>.onnx and <model>.torchscript.pt (default: the model's folder)")
+    parser.add_argument("--formats", nargs="+", choices=list(config.EXPORT_FORMATS),
+                        default=list(config.EXPORT_FORMATS), help="what to export (default: all)")
+    parser.add_argument("--overwrite", type=str2bool, default=False,
+                        help="replace earlier exports of the same name (default False)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    for path, difference in export_model(args.model, args.output_dir, args.formats, args.overwrite):
+        print(f"wrote {path} (largest difference from PyTorch on the check input: {difference:.2g})")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -2,7 +2,7 @@
 
 Supported: this project's checkpoints (their `network` entry gives the sizes), the original
 project's released `.pth.tar` files, pytorch/examples fast_neural_style `.pth` files, and ONNX
-files exported by `python utils.py export`. Whatever the file, the network comes back taking
+files exported by `python -m network.export`. Whatever the file, the network comes back taking
 and returning RGB in [0, 1] (N x 3 x H x W) at the input's size, so stylize.py and the exporter
 never need to know where it came from.
 """
@@ -22,7 +22,7 @@ from utils import fail, read_checkpoint
 
 SUPPORTED = ("checkpoints written by train.py", "the original project's released .pth.tar files",
              "pytorch/examples fast_neural_style .pth files (candy, mosaic, rain_princess, udnie)",
-             "ONNX files written by `python utils.py export`")
+             "ONNX files written by `python -m network.export`")
 # Instance norms of old PyTorch releases saved running statistics that inference never used.
 STALE_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
 
@@ -125,3 +125,9 @@ def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     net = layout.build()
     net.load_state_dict(state)
     return RangeAdapter(net, layout.value_range, layout.min_side).to(device).eval(), layout.name
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """The stylizing network in a model file, on device, in eval mode: RGB [0, 1] in and out,
+    whatever kind of file it is (see load_network)."""
+    return load_network(path, device)[0]

@@ -36,11 +36,11 @@ class OnnxModel(nn.Module):
         except Exception as err:  # ONNX Runtime raises its own exception types for bad files
             first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
             fail(f"{path} is not a loadable ONNX model ({first_line[:200]}): export one with "
-                 "python utils.py export")
+                 "python -m network.export")
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
             fail(f"{path} is not an image-to-image ONNX model (it should take one N x 3 x H x W "
-                 "input): export one with python utils.py export")
+                 "input): export one with python -m network.export")
         self.input_name = inputs[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

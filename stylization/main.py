@@ -25,7 +25,8 @@ from stylization.pipeline import stylize_live, stylize_stream
 from stylization.processor import Processor, default_batch_size, stylize_precision
 from stylization.sink import Display, ImageSink, VideoSink, display_available
 from stylization.stability import StabilityResult, WarpErrorMeter
-from utils import (UserError, check_compiler, fail, find_compiler, keep_freed_memory, load_model,
+from network.formats import load_model
+from utils import (UserError, check_compiler, fail, find_compiler, keep_freed_memory,
                    resolve_device, str2bool)
 
 MIN_MAX_SIZE = 16  # smaller frames carry too little for the network's 9x9 kernels

@@ -3,7 +3,7 @@ Blind Video Temporal Consistency").
 
 For each pair of consecutive frames t, t+1 the stylised frame t+1 is warped back to t with
 the optical flow of the *input* frames, pixels that are occluded or on motion boundaries are
-masked out (utils.valid_flow_mask), and the squared RGB distance (images in [0, 1], summed
+masked out (flow.valid_flow_mask), and the squared RGB distance (images in [0, 1], summed
 over the three channels as in the paper's ||.||^2) is averaged over the remaining pixels.
 E_warp is the mean over pairs. Pairs across a hard scene cut are skipped. The input video's
 own E_warp (the same with the input frames in place of the stylised ones) is the floor a
@@ -11,6 +11,7 @@ stylisation can be compared with: flow errors and lighting changes put it above 
 """
 from __future__ import annotations
 
+import argparse
 import warnings
 from dataclasses import dataclass
 from itertools import chain, repeat, zip_longest
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 
 import config
-from utils import (fail, flow_to_tensor, image_to_tensor, is_scene_cut, list_files, load_image,
-                   optical_flow, read_flo, valid_flow_mask, warp)
+from flow import flow_to_tensor, is_scene_cut, optical_flow, read_flo, valid_flow_mask, warp
+from utils import fail, image_to_tensor, list_files, load_image, run_cli
 
 
 def pair_warp_error(first: torch.Tensor, second: torch.Tensor, flow: torch.Tensor,
@@ -171,3 +172,28 @@ def score_videos(input_path: str | Path, stylised_path: str | Path,
         meter.add(frame, stylised, flows)
         count += 1
     return meter.result()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m stylization.stability",
+        description="E_warp (temporal stability) of a stylised video against its input.")
+    parser.add_argument("--input", required=True, help="the input video file or folder of frames")
+    parser.add_argument("--stylised", required=True, help="the stylised video file or folder of frames")
+    parser.add_argument("--flow_dir", default=None,
+                        help="ground-truth flows (.flo), the k-th by name from input frame k to k+1 "
+                             "(default: OpenCV flow)")
+    parser.add_argument("--backward_flow_dir", default=None,
+                        help="ground-truth flows from frame k+1 to k, for the occlusion check "
+                             "(default: OpenCV flow)")
+    parser.add_argument("--flow_method", default=config.FLOW_METHOD, choices=config.FLOW_METHODS,
+                        help="OpenCV optical flow used where no flow file is given")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    result = score_videos(args.input, args.stylised, args.flow_dir, args.backward_flow_dir,
+                          args.flow_method)
+    print(result.line())
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -29,9 +29,11 @@ TINY_NETWORK = config.NetworkConfig(channels=(8, 12, 16), stem_kernel=3, kernel=
 
 def run_script(script: str, *args: str, env: dict | None = None, timeout: int = 300,
                cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run one of the project's entry points as a user would, capturing its output."""
+    """Run one of the project's entry points as a user would, capturing its output: a script
+    ("train.py") or a module ("-m network.export")."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True,
+    target = script.split() if script.startswith("-m ") else [str(ROOT / script)]
+    return subprocess.run([sys.executable, *target, *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout, cwd=cwd or ROOT)
 
 

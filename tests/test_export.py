@@ -1,4 +1,4 @@
-"""`python utils.py export`: ONNX and TorchScript files that match PyTorch at any size, and
+"""`python -m network.export`: ONNX and TorchScript files that match PyTorch at any size, and
 stylize.py running the ONNX file with ONNX Runtime."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from PIL import Image
 import utils
 from conftest import run_script, tiny_checkpoint, write_image
 from network import export as E
+from network.formats import load_model
 from utils import UserError
 
 pytest.importorskip("onnxruntime")
@@ -23,7 +24,7 @@ def exported(tmp_path_factory):
     """A tiny checkpoint and its exports, made once through the command line."""
     folder = tmp_path_factory.mktemp("export")
     model = tiny_checkpoint(folder / "tiny.pth.tar", seed=3)
-    result = run_script("utils.py", "export", str(model), "--output_dir", str(folder / "out"), env=QUIET)
+    result = run_script("-m network.export", str(model), "--output_dir", str(folder / "out"), env=QUIET)
     assert result.returncode == 0, result.stderr
     return folder, result
 
@@ -39,8 +40,8 @@ def test_exports_match_pytorch_at_other_sizes(exported, shape):
     folder, _ = exported
     x = torch.rand(shape, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        expected = utils.load_model(folder / "tiny.pth.tar")(x)
-    onnx = utils.load_model(folder / "out" / "tiny.onnx")(x)
+        expected = load_model(folder / "tiny.pth.tar")(x)
+    onnx = load_model(folder / "out" / "tiny.onnx")(x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scripted = torch.jit.load(str(folder / "out" / "tiny.torchscript.pt"))
@@ -80,7 +81,7 @@ def test_stylize_runs_the_onnx_model_like_the_checkpoint(exported, tmp_path):
 def test_export_never_overwrites_unless_asked(exported, tmp_path):
     folder, _ = exported
     before = (folder / "out" / "tiny.onnx").read_bytes()
-    result = run_script("utils.py", "export", str(folder / "tiny.pth.tar"), "--output_dir",
+    result = run_script("-m network.export", str(folder / "tiny.pth.tar"), "--output_dir",
                         str(folder / "out"), "--formats", "onnx", env=QUIET)
     assert result.returncode == 2 and "--overwrite True" in result.stderr
     assert "Traceback" not in result.stderr
@@ -92,7 +93,7 @@ def test_an_export_that_differs_from_pytorch_is_not_kept(tmp_path, monkeypatch):
     real_export = E.EXPORTERS["torchscript"][0]
 
     def export_another_network(net, path):
-        other = utils.load_model(tiny_checkpoint(tmp_path / "other.pth.tar", seed=9))
+        other = load_model(tiny_checkpoint(tmp_path / "other.pth.tar", seed=9))
         real_export(other, path)
 
     monkeypatch.setitem(E.EXPORTERS, "torchscript", (export_another_network, E.EXPORTERS["torchscript"][1]))
@@ -112,8 +113,8 @@ def test_foreign_models_export_too(tmp_path):
 def test_bad_onnx_files_are_one_line_errors(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a protobuf")
     with pytest.raises(UserError, match="not a loadable ONNX model"):
-        utils.load_model(tmp_path / "junk.onnx")
+        load_model(tmp_path / "junk.onnx")
     with pytest.raises(UserError, match="does not exist"):
-        utils.load_model(tmp_path / "missing.onnx")
+        load_model(tmp_path / "missing.onnx")
     with pytest.raises(UserError, match="already an ONNX model"):
         E.export_model(tmp_path / "junk.onnx")

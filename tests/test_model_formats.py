@@ -18,6 +18,7 @@ from PIL import Image
 
 import utils
 from conftest import run_script, tiny_checkpoint, write_image
+from network.formats import load_model
 from utils import UserError
 
 EPS = 1e-5  # InstanceNorm2d's default, used by both projects
@@ -152,7 +153,7 @@ def rgb(height: int, width: int, batch: int = 2) -> torch.Tensor:
 def test_original_release_runs_as_the_original_did(tmp_path, height, width):
     state = original_state()
     path = save_original(tmp_path / "mosaic.pth.tar", state)
-    model = utils.load_model(path)
+    model = load_model(path)
     x = rgb(height, width)
     with torch.no_grad():
         got = model(x)
@@ -169,7 +170,7 @@ def test_pytorch_examples_model_runs_as_pytorch_examples_did(tmp_path, running_s
     state = examples_state(running_stats=running_stats)
     path = tmp_path / "candy.pth"
     torch.save(state, path)  # pytorch/examples publishes bare state dicts
-    model = utils.load_model(path)
+    model = load_model(path)
     x = rgb(38, 29)
     with torch.no_grad():
         got = model(x)
@@ -186,20 +187,20 @@ def test_foreign_networks_run_on_tiny_frames(tmp_path):
     save_original(tmp_path / "orig.pth.tar", original_state())
     for path in (tmp_path / "udnie.pth", tmp_path / "orig.pth.tar"):
         with torch.no_grad():
-            out = utils.load_model(path)(rgb(3, 2))
+            out = load_model(path)(rgb(3, 2))
         assert out.shape == (2, 3, 3, 2) and torch.isfinite(out).all()
 
 
 def test_float16_weights_load_as_float32(tmp_path):
     state = original_state()
     save_original(tmp_path / "half.pth.tar", OrderedDict((k, v.half()) for k, v in state.items()))
-    model = utils.load_model(tmp_path / "half.pth.tar")
+    model = load_model(tmp_path / "half.pth.tar")
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def _message(path: Path) -> str:
     with pytest.raises(UserError) as caught:
-        utils.load_model(path)
+        load_model(path)
     message = str(caught.value)
     assert "\n" not in message
     return message
@@ -252,5 +253,5 @@ def test_own_checkpoints_still_load_from_their_metadata(tmp_path):
     data = utils.read_checkpoint(path)
     data["network"]["res_blocks"] = 2  # metadata that no longer matches the weights
     utils.save_checkpoint(data, tmp_path / "bad.pth.tar")
-    assert utils.load_model(path)(rgb(20, 20)).shape == (2, 3, 20, 20)
+    assert load_model(path)(rgb(20, 20)).shape == (2, 3, 20, 20)
     assert "does not match the network it describes" in _message(tmp_path / "bad.pth.tar")

@@ -22,7 +22,8 @@ from stylization.pipeline import LatestFrame, stylize_live, stylize_stream
 from stylization.processor import Processor, stylize_precision
 from stylization.sink import VideoSink, find_ffmpeg
 from test_stylize import read_video, stylize_quietly
-from utils import has_native_bf16_cpu, image_to_tensor, load_model, tensor_to_array
+from network.formats import load_model
+from utils import has_native_bf16_cpu, image_to_tensor, tensor_to_array
 
 FFMPEG = find_ffmpeg()
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="imageio-ffmpeg is not installed")

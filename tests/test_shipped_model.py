@@ -6,13 +6,14 @@ import torch
 from PIL import Image
 
 import utils
+from network.formats import load_model
 from conftest import ROOT, run_script, write_image
 
 SHIPPED = ROOT / "trained_models" / "mosaic.pth.tar"
 
 
 def test_shipped_model_stylises_a_small_input(tmp_path):
-    model = utils.load_model(SHIPPED)
+    model = load_model(SHIPPED)
     image = utils.image_to_tensor(Image.open(write_image(tmp_path / "in.png", 64, 64))).unsqueeze(0)
     with torch.no_grad():
         out = model(image)

@@ -1,5 +1,5 @@
 """The warping error E_warp: its definition on hand-made frames, .flo files, and the commands
-that report it (stylize.py --report_stability, utils.py warp-error)."""
+that report it (stylize.py --report_stability, python -m stylization.stability)."""
 from __future__ import annotations
 
 import struct
@@ -12,7 +12,8 @@ import torch
 
 from conftest import run_script, write_video
 from stylization.stability import WarpErrorMeter, score_videos
-from utils import UserError, is_scene_cut, read_flo, valid_flow_mask, write_flo
+from flow import is_scene_cut, read_flo, valid_flow_mask, write_flo
+from utils import UserError
 
 QUIET = {"OMP_NUM_THREADS": "1"}
 
@@ -129,14 +130,14 @@ def test_warp_error_command_scores_frame_folders_with_ground_truth_flow(tmp_path
     for i in range(3):  # the texture moves one pixel left per frame
         write_flo(flows / f"frame_{i:04d}.flo", np.tile(np.array([-1, 0], np.float32), (48, 64, 1)))
     assert score_videos(inputs, steady, flows, progress=False).stylised < 1e-3
-    result = run_script("utils.py", "warp-error", "--input", str(inputs), "--stylised", str(noisy),
+    result = run_script("-m stylization.stability", "--input", str(inputs), "--stylised", str(noisy),
                         "--flow_dir", str(flows), env=QUIET)
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]
     assert line.startswith("E_warp:") and "3 frame pairs" in line
     assert float(line.split()[1]) > 0.01
 
-    result = run_script("utils.py", "warp-error", "--input", str(inputs), "--stylised",
+    result = run_script("-m stylization.stability", "--input", str(inputs), "--stylised",
                         str(tmp_path / "missing"), env=QUIET)
     assert result.returncode == 2 and result.stderr.startswith("error:"), result.stderr
 

@@ -21,7 +21,8 @@ from stylization.content_source.factory import create_source
 from stylization.enum_class import ContentType
 from stylization.processor import Processor
 from stylization.sink import VideoSink
-from utils import image_to_tensor, load_model, tensor_to_array
+from network.formats import load_model
+from utils import image_to_tensor, tensor_to_array
 
 # Tiny frames gain nothing from threads, and spinning threads crawl on a busy 2-core machine.
 QUIET = {"OMP_NUM_THREADS": "1"}

@@ -14,6 +14,7 @@ from PIL import Image
 
 import utils
 from conftest import ROOT, run_script, tiny_checkpoint
+from network.formats import load_model
 from utils import UserError
 
 
@@ -130,7 +131,7 @@ def test_finalized_model_is_smaller_and_stylises_the_same(tmp_path):
     assert all(v.dtype == torch.float16 for v in slim["state_dict"].values() if v.is_floating_point())
     x = torch.rand(1, 3, 20, 24)
     with torch.no_grad():
-        a, b = utils.load_model(full)(x), utils.load_model(tmp_path / "slim.pth.tar")(x)
+        a, b = load_model(full)(x), load_model(tmp_path / "slim.pth.tar")(x)
     assert (a - b).abs().max() < 0.01
     result = run_script("utils.py", "finalize-model", str(full), str(full))
     assert result.returncode == 2 and "give another destination" in result.stderr
@@ -166,3 +167,17 @@ def test_compile_without_a_compiler_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(utils.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="needs a C.. compiler"):
         utils.check_compiler()
+
+
+def test_utils_imports_no_module_of_the_project_but_config():
+    """utils sits at the bottom of the house: every module may import it, so it may import
+    none of them (config excepted), or an import circle follows."""
+    import ast
+
+    project = {p.stem for p in ROOT.glob("*.py")} | {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+    tree = ast.parse((ROOT / "utils.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported & project <= {"config", "utils"}, imported & project

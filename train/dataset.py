@@ -15,9 +15,8 @@ from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 import config
-from utils import (atomic_write, center_crop_resize, fail, flow_to_tensor, image_to_tensor,
-                   is_scene_cut, list_files, load_image, optical_flow, tensor_to_array,
-                   valid_flow_mask)
+from flow import flow_to_tensor, is_scene_cut, optical_flow, valid_flow_mask
+from utils import atomic_write, center_crop_resize, fail, image_to_tensor, list_files, load_image, tensor_to_array
 
 
 class ContentDataset(Dataset):

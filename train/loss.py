@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from utils import warp
+from flow import warp
 
 
 def _float32(*tensors: torch.Tensor) -> list[torch.Tensor]:
