@@ -1,7 +1,8 @@
-"""The model that ships in trained_models/ works out of the box, as the quickstart promises."""
+"""The models that ship in trained_models/ work out of the box, as the quickstart promises."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -9,11 +10,18 @@ import utils
 from network.formats import load_model
 from conftest import ROOT, run_script, write_image
 
-SHIPPED = ROOT / "trained_models" / "mosaic.pth.tar"
+SHIPPED = sorted((ROOT / "trained_models").glob("*.pth.tar"))
+MAX_BYTES = 1 << 20  # a shipped model stays at most 1 MB: the repository is cloned by every user
 
 
-def test_shipped_model_stylises_a_small_input(tmp_path):
-    model = load_model(SHIPPED)
+def test_the_quickstart_model_ships():
+    assert ROOT / "trained_models" / "mosaic.pth.tar" in SHIPPED
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_model_stylises_a_small_input(tmp_path, path):
+    assert path.stat().st_size <= MAX_BYTES
+    model = load_model(path)
     image = utils.image_to_tensor(Image.open(write_image(tmp_path / "in.png", 64, 64))).unsqueeze(0)
     with torch.no_grad():
         out = model(image)
@@ -31,3 +39,24 @@ def test_quickstart_command(tmp_path):
     out = Image.open(tmp_path / "grace_hopper_mosaic.png")
     assert out.size == Image.open(ROOT / "docs" / "grace_hopper.jpg").size
     assert np.asarray(out).std() > 10
+
+
+def test_style_distance_benchmark_runs_on_tiny_inputs(tmp_path):
+    """benchmarks/style_distance.py prints a row per output, with the photo itself at ratio 1."""
+    from conftest import random_vgg_file, tiny_checkpoint
+
+    vgg = random_vgg_file(tmp_path / "vgg16.pth", "VGG16", "caffe")
+    photo, style = write_image(tmp_path / "photo.png", 40, 30), write_image(tmp_path / "style.png", 32, 32, seed=1)
+    model = tiny_checkpoint(tmp_path / "tiny.pth.tar")
+    result = run_script("benchmarks/style_distance.py", "--style_path", str(style), "--loss_net_path", str(vgg),
+                        "--content", str(photo), "--model", f"tiny={model}", "--output", f"itself={photo}",
+                        "--size", "32", "--pixel_steps", "2")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("|")[1].strip(): [float(c) for c in line.split("|")[2:-1]]
+            for line in result.stdout.splitlines() if line.startswith("| ") and "--:" not in line
+            and not line.startswith("| output")}
+    assert set(rows) == {"photo itself", "tiny", "itself", "pixel-optimised (2 steps)"}
+    assert rows["photo itself"][:2] == [1.0, 0.0]
+    assert rows["itself"][:2] == pytest.approx([1.0, 0.0], abs=1e-3)  # the photo given as an output
+    assert rows["tiny"][1] > 0.01  # a random network changes the picture
+    assert all(len(cells) == 2 + 4 for cells in rows.values())
