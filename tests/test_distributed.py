@@ -4,6 +4,7 @@ processes see different checkpoint folders, a stop survives further signals duri
 and the flow cache is computed once."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -140,6 +141,7 @@ def test_a_stop_survives_further_signals_during_its_save(workspace):  # noqa: F8
     command, env = torchrun_command(out, args, env={"WORKER_SLOW_SAVE": "3"})
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
+    pids: list[int] = []
     try:
         wait_for(lambda: (ws / "models" / "m_step0000002.pth.tar").exists())
         pids = [int((out / f"pid{r}").read_text()) for r in range(2)]
@@ -150,10 +152,15 @@ def test_a_stop_survives_further_signals_during_its_save(workspace):  # noqa: F8
         wait_for(lambda: (out / "saving0").exists(), 120)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
             time.sleep(0.3)
-            os.kill(pids[0], sig)
+            with contextlib.suppress(ProcessLookupError):  # it may have died of them
+                os.kill(pids[0], sig)
         _, err = process.communicate(timeout=120)
     finally:
-        process.kill()
+        if process.poll() is None:  # the test failed: leave no processes behind
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.kill()
     assert process.returncode != 0
     assert "interrupted: saved" in err and exits(out) == [130, 130], err[-3000:]
     saved = read_checkpoint(ws / "models" / "m.pth.tar")
