@@ -17,6 +17,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable, TypeVar
 
 import torch
@@ -24,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+import config
 from utils import UserError, fail
 
 T = TypeVar("T")
@@ -92,10 +94,14 @@ class Cluster:
 
     def once_per_machine(self, work: Callable[[], object]) -> None:
         """work() done by the first process of each machine while the others wait, e.g. a cache
-        in a folder all processes of a machine read. An error there stops every process."""
+        in a folder all processes of a machine read. An error there stops every process.
+
+        The wait may be long (hours of optical flow): it runs in a gloo group of its own with
+        config.PREPARE_TIMEOUT_S, so NCCL's watchdog does not end it after its 10 minutes."""
         if self.world_size == 1:
             work()
             return
+        waiting = dist.new_group(backend="gloo", timeout=timedelta(seconds=config.PREPARE_TIMEOUT_S))
         message, failure = None, None
         if self.local_rank == 0:
             try:
@@ -106,7 +112,8 @@ class Cluster:
                 failure = err
                 message = f"process {self.rank} failed ({type(err).__name__}: {err}); see its output"
         messages: list = [None] * self.world_size
-        dist.all_gather_object(messages, message, weights_only=True)  # the barrier the others wait at
+        dist.all_gather_object(messages, message, group=waiting, weights_only=True)  # the others wait here
+        dist.destroy_process_group(waiting)
         if failure is not None:
             raise failure
         if any(messages):
