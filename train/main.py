@@ -160,7 +160,7 @@ def newest_checkpoint(paths: list[Path]) -> tuple[Path, dict] | None:
         if best is None or checkpoint.get("step", 0) > best[1].get("step", 0):
             best = (path, checkpoint)
     if best is None and damaged:
-        fail(f"none of the {len(paths)} checkpoint(s) of {paths[0].parent} loads ({damaged[0]}): "
+        fail(f"none of the {len(paths)} checkpoint(s) in {paths[0].parent} loads ({damaged[0]}): "
              "restore one, or start afresh with --load_model False and another --model_name")
     return best
 
