@@ -115,8 +115,9 @@ def resolve_device(requested: str) -> torch.device:
     if device.type == "cuda" and device.index is not None:
         count = torch.cuda.device_count()
         if device.index >= count:
-            fail(f"--device {requested}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1} "
-                 "(CUDA_VISIBLE_DEVICES counts too): pick one of them")
+            present = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            fail(f"--device {requested}: this machine has {count} GPU(s), {present} "
+                 "(as CUDA_VISIBLE_DEVICES shows them): pick one of them")
         torch.cuda.set_device(device)
     return device
 
