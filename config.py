@@ -201,3 +201,7 @@ SCENE_CUT_CORRELATION = 0.4
 # cache ($XDG_CACHE_HOME, else ~/.cache): one small .npz per pair and img_size, outside the
 # user's data folder. --flow_cache_dir overrides it.
 FLOW_CACHE_SUBDIR = "video-style-transfer/flow"
+# Under torchrun, how long the other processes wait for the first one of their machine to
+# compute the flow cache. The collectives' default (10 minutes with NCCL) is too short for the
+# flow of a large data set, so the wait has a group of its own with this timeout.
+PREPARE_TIMEOUT_S = 12 * 3600

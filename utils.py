@@ -96,16 +96,30 @@ def check_compiler() -> None:
 
 
 def resolve_device(requested: str) -> torch.device:
-    """'auto' picks CUDA when present; 'cuda' without CUDA warns and falls back to the CPU."""
+    """'auto' picks CUDA when present; 'cuda' without CUDA warns and falls back to the CPU.
+
+    cuda:N must name a GPU that is there, and becomes the current one: what uses the current
+    GPU implicitly (pinned memory, the bf16 check) then opens no stray context on GPU 0."""
     requested = requested.lower()
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
+    if requested != "cpu" and not requested.startswith("cuda"):
+        fail(f"unknown device {requested!r}: use cuda, cuda:N (N counted from 0), cpu or auto")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        fail(f"unknown device {requested!r}: use cuda, cuda:N (N counted from 0), cpu or auto")
+    if device.type == "cuda" and not torch.cuda.is_available():
         warnings.warn("CUDA was requested but is not available here; using the CPU.", stacklevel=2)
         return torch.device("cpu")
-    if requested != "cpu" and not requested.startswith("cuda"):
-        fail(f"unknown device {requested!r}: use cuda, cpu or auto")
-    return torch.device(requested)
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            present = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            fail(f"--device {requested}: this machine has {count} GPU(s), {present} "
+                 "(as CUDA_VISIBLE_DEVICES shows them): pick one of them")
+        torch.cuda.set_device(device)
+    return device
 
 
 # ----------------------------------------------------------------------------- precision
@@ -115,6 +129,16 @@ def has_native_bf16_cpu() -> bool:
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence getattr
     return torch.backends.mkldnn.is_available() and any(
         getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def has_native_bf16_gpu(device: torch.device) -> bool:
+    """Whether the GPU `device` (the current one if it has no index) does bfloat16 in
+    hardware (compute capability 8.0 on). torch's default check also counts emulation, which
+    runs (slowly) on older cards such as Turing, and asks the current GPU, not this one."""
+    if device.index is None:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    with torch.cuda.device(device.index):  # the check looks at the current GPU
+        return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -136,8 +160,9 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         warnings.warn(f"fp16 on the CPU is slow and needs loss scaling; using {cpu_choice} instead",
                       stacklevel=2)
         name = cpu_choice
-    elif name == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        warnings.warn("this GPU has no bf16; using fp16 instead", stacklevel=2)
+    elif name == "bf16" and cuda and not has_native_bf16_gpu(device):
+        warnings.warn(f"the GPU {device} has no bf16 in hardware (only a slow emulation); using fp16 instead",
+                      stacklevel=2)
         name = "fp16"
     elif name == "bf16" and not cuda and not has_native_bf16_cpu():
         warnings.warn("this CPU has no native bf16: bf16 will be emulated and slower than fp32",

@@ -59,8 +59,8 @@ from stylization.processor import Processor, default_batch_size, stylize_precisi
 from stylization.sink import find_ffmpeg  # noqa: E402
 from network.fast_inference import for_inference  # noqa: E402
 from network.formats import load_model  # noqa: E402
-from utils import (batch_to_frames, frames_to_batch, has_native_bf16_cpu, keep_freed_memory,  # noqa: E402
-                   precision_name, resolve_device, tensor_to_array)
+from utils import (batch_to_frames, frames_to_batch, has_native_bf16_cpu, has_native_bf16_gpu,  # noqa: E402
+                   keep_freed_memory, precision_name, resolve_device, tensor_to_array)
 
 MATMUL_SECONDS = 2.0  # how long each matmul peak is measured
 
@@ -244,7 +244,7 @@ def difference(reference: list[np.ndarray], other: list[np.ndarray]) -> tuple[fl
 
 def default_precisions(device: torch.device) -> list[str]:
     if device.type == "cuda":
-        return ["fp32", "fp16", "bf16"] if torch.cuda.is_bf16_supported() else ["fp32", "fp16"]
+        return ["fp32", "fp16", "bf16"] if has_native_bf16_gpu(device) else ["fp32", "fp16"]
     return ["fp32", "bf16"] if has_native_bf16_cpu() else ["fp32"]
 
 

@@ -29,14 +29,22 @@ class OnnxModel(nn.Module):
             if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
                 providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
             else:
-                warnings.warn("this ONNX Runtime has no CUDA support (pip install onnxruntime-gpu); "
-                              "running the ONNX model on the CPU", stacklevel=2)
+                warnings.warn("this ONNX Runtime has no CUDA support (pip uninstall -y onnxruntime && "
+                              "pip install onnxruntime-gpu); running the ONNX model on the CPU",
+                              stacklevel=2)
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=providers)
         except Exception as err:  # ONNX Runtime raises its own exception types for bad files
             first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
             fail(f"{path} is not a loadable ONNX model ({first_line[:200]}): export one with "
                  "python -m network.export")
+        asked_cuda = len(providers) > 1
+        if asked_cuda and "CUDAExecutionProvider" not in self.session.get_providers():
+            # ONNX Runtime builds a CPU session without a word when its CUDA provider fails to
+            # load (e.g. CUDA or cuDNN libraries of other versions than it was built for).
+            warnings.warn("ONNX Runtime could not start its CUDA provider (its messages above say "
+                          "why: onnxruntime-gpu needs the CUDA and cuDNN versions it was built for); "
+                          "running the ONNX model on the CPU", stacklevel=2)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
             fail(f"{path} is not an image-to-image ONNX model (it should take one N x 3 x H x W "

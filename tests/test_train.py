@@ -181,6 +181,34 @@ def test_kill_9_loses_at_most_the_batches_since_the_last_save(workspace):
     assert read_checkpoint(workspace / "models" / "m.pth.tar")["step"] == 3 * 20
 
 
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_that_loads(workspace):
+    models = workspace / "models"
+    assert run_script("train.py", *train_args(workspace, "--save_freq", "1")).returncode == 0
+    damaged = ["m.pth.tar", "m_epoch1.pth.tar", "m_step0000003.pth.tar"]  # all at step 3
+
+    def truncate(names: list[str]) -> None:
+        for name in names:
+            (models / name).write_bytes((models / name).read_bytes()[:3000])
+
+    truncate(damaged)
+    result = run_script("train.py", *train_args(workspace, "--save_freq", "1", "--load_model", "True"))
+    assert result.returncode == 0, result.stderr
+    skipped = [line for line in result.stderr.splitlines() if "skipping a damaged checkpoint" in line]
+    named = [name for line in skipped for name in damaged if f"{models / name} " in line]
+    assert sorted(named) == sorted(damaged)  # each damaged file named once
+    assert f"resuming {models / 'm_step0000002.pth.tar'} at epoch 1, batch 2, step 2" in result.stdout
+    assert read_checkpoint(models / "m.pth.tar")["step"] == 3  # the run finished as started
+
+    truncate(sorted(p.name for p in models.iterdir()))
+    before = {p: p.read_bytes() for p in models.iterdir()}
+    result = run_script("train.py", *train_args(workspace, "--load_model", "True"))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "none of the 5 checkpoint(s)" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert {p: p.read_bytes() for p in models.iterdir()} == before
+
+
 def test_gradients_reach_only_the_stylizing_network(tmp_path):
     torch.manual_seed(0)
     model = StylizingNetwork(TINY_NETWORK)

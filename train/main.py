@@ -15,7 +15,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 import torch
 from torch import nn
@@ -30,9 +30,9 @@ from train import distributed
 from train import loss as L
 from train.dataset import ContentDataset, EpochSampler, FramePairDataset, default_flow_cache_dir, load_style_image
 from train.report import LossLog
-from utils import (autocast, check_compiler, fail, keep_freed_memory, model_stem, precision_name,
-                   read_checkpoint, resolve_device, resolve_precision, save_checkpoint, save_image, str2bool,
-                   tensor_to_array)
+from utils import (UserError, autocast, check_compiler, fail, keep_freed_memory, model_stem,
+                   precision_name, read_checkpoint, resolve_device, resolve_precision, save_checkpoint,
+                   save_image, str2bool, tensor_to_array)
 
 LOSS_TERMS = ("content", "style", "regu", "noise", "flow")
 # (stylised frames t+1, flow from t+1 to t, valid mask) for the flow loss
@@ -146,29 +146,71 @@ def existing_checkpoints(model_dir: Path, model_name: str) -> list[Path]:
 
 
 def newest_checkpoint(paths: list[Path]) -> tuple[Path, dict] | None:
-    best = None
+    """The checkpoint with the most steps among those that load. A damaged one (a truncated
+    file, a disk fault) is skipped with a warning naming it, so that one bad file does not
+    cost the run; only when every one is damaged is that an error."""
+    best, damaged = None, []
     for path in paths:
-        checkpoint = read_checkpoint(path)
+        try:
+            checkpoint = read_checkpoint(path)
+        except UserError as err:
+            damaged.append(str(err))
+            warnings.warn(f"skipping a damaged checkpoint: {err}", stacklevel=1)
+            continue
         if best is None or checkpoint.get("step", 0) > best[1].get("step", 0):
             best = (path, checkpoint)
+    if best is None and damaged:
+        fail(f"none of the {len(paths)} checkpoint(s) in {paths[0].parent} loads ({damaged[0]}): "
+             "restore one, or start afresh with --load_model False and another --model_name")
     return best
 
 
-class StopFlag:
-    """Ctrl-C or SIGTERM asks the loop to stop after the current step (a second one aborts),
-    so the checkpoint written on the way out is never half an optimizer update."""
+def choose_start(args: argparse.Namespace) -> tuple[str, dict] | None:
+    """(path, checkpoint) to resume from, or None for a fresh run. A fresh run never starts
+    over checkpoints of the same model (it would overwrite them)."""
+    model_dir = Path(args.model_dir)
+    earlier = existing_checkpoints(model_dir, args.model_name) if model_dir.is_dir() else []
+    if not args.load_model and earlier and args.save_model:
+        fail(f"{model_dir} already holds checkpoints of {args.model_name} ({earlier[-1].name}): pass "
+             "--load_model True to continue training it, or choose another --model_name")
+    if not args.load_model:
+        return None
+    newest = newest_checkpoint(earlier)
+    if newest is None:
+        print(f"notice: no checkpoint of {args.model_name} in {model_dir} yet; starting fresh.")
+        return None
+    return str(newest[0]), newest[1]
 
-    def __init__(self):
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopFlag:
+    """Ctrl-C or SIGTERM asks the loop to stop after the current step, so the checkpoint
+    written on the way out is never half an optimizer update.
+
+    In a single process a second signal aborts the step at once. Under torchrun it does not:
+    the agent passes each signal it gets on to the workers, so one Ctrl-C in a terminal reaches
+    them twice (the agent's SIGKILL, 30 s after its own signal, is the hard stop there)."""
+
+    def __init__(self, abort_on_repeat: bool = True):
         self.raised = False
+        self.abort_on_repeat = abort_on_repeat
 
     def __call__(self, signum, frame):
-        if self.raised:
+        if self.raised and self.abort_on_repeat:
             raise KeyboardInterrupt
         self.raised = True
 
     def install(self) -> None:
-        signal.signal(signal.SIGINT, self)
-        signal.signal(signal.SIGTERM, self)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self)
+
+    def hold(self) -> None:
+        """Ignore further stop signals: the save on the way out must not be cut short (the
+        atomic write would delete its file and leave nothing to resume)."""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def style_targets(loss_net: LossNetwork, style_image: torch.Tensor,
@@ -271,10 +313,9 @@ def main(argv: list[str] | None = None) -> None:
 
     model_dir, out_dir = Path(args.model_dir), Path(args.train_output_dir)
     stem = model_stem(args.model_name)
-    earlier = existing_checkpoints(model_dir, args.model_name) if model_dir.is_dir() else []
-    if not args.load_model and earlier and args.save_model:
-        fail(f"{model_dir} already holds checkpoints of {args.model_name} ({earlier[-1].name}): pass "
-             "--load_model True to continue training it, or choose another --model_name")
+    # The first process reads the checkpoints and the others get what it read: machines that
+    # do not share --model_dir still resume alike (see Cluster.decide).
+    resumed = cluster.decide(lambda: choose_start(args))
     # Every input is checked before anything is written.
     dataset = (FramePairDataset(args.content_dir, args.img_size,
                                 args.flow_cache_dir or default_flow_cache_dir())
@@ -290,10 +331,6 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"cannot create {flag} {folder} ({err.strerror}): choose a writable folder")
 
     torch.manual_seed(args.seed)
-    resumed = newest_checkpoint(earlier) if args.load_model else None
-    if args.load_model and resumed is None:
-        print(f"notice: no checkpoint of {args.model_name} in {model_dir} yet; starting fresh.")
-
     net_cfg = config.NetworkConfig.from_dict(resumed[1]["network"]) if resumed else config.NetworkConfig()
     model = StylizingNetwork(net_cfg).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -322,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"finishing the interrupted run: epochs {position.epoch + 1} to {end_epoch}")
 
     if isinstance(dataset, FramePairDataset):
-        dataset.prepare()
+        cluster.once_per_machine(dataset.prepare)  # the others would compute the same files
     style_grams = style_targets(loss_net, style_image, layers)
     noise_pattern = None
     if args.lambda_noise > 0 and args.noise_per_img > 0:
@@ -360,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     step_model, step_loss_net = cluster.wrap(model), loss_net
     if args.compile:
         step_model, step_loss_net = torch.compile(step_model), torch.compile(loss_net)
-    stop = StopFlag()
+    stop = StopFlag(abort_on_repeat=cluster.world_size == 1)
     stop.install()
     per_epoch = math.ceil(len(dataset) / cluster.world_size) * cluster.world_size  # see EpochSampler
     batches_per_epoch = math.ceil(per_epoch / effective_batch)
@@ -401,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
                     save_rolling()
             if stopping:
                 bar.close()
-                interrupted(args, model_dir, position, checkpoint_dict, log, cluster.is_main)
+                interrupted(args, model_dir, position, checkpoint_dict, log, cluster, stop)
         bar.close()
         position.epoch, position.batch = epoch + 1, 0
         if not cluster.is_main:
@@ -416,16 +453,23 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def interrupted(args: argparse.Namespace, model_dir: Path, position: Position,
-                checkpoint_dict: Callable[[], dict], log: LossLog, writes: bool = True) -> None:
-    """Save where training stands (if this process writes files) and exit with the shell's
-    status for Ctrl-C."""
-    if not writes:
-        sys.exit(130)
-    log.write()
-    if args.save_model:
-        path = save_checkpoint(checkpoint_dict(), model_dir / args.model_name)
-        print(f"\ninterrupted: saved {path} at epoch {position.epoch + 1}, batch {position.batch}; "
-              "resume with the same command and --load_model True", file=sys.stderr)
-    else:
-        print("\ninterrupted (--save_model False: nothing saved)", file=sys.stderr)
+                checkpoint_dict: Callable[[], dict], log: LossLog, cluster: distributed.Cluster,
+                stop: StopFlag) -> NoReturn:
+    """Save where training stands and exit with the shell's status for Ctrl-C.
+
+    Every process gets here after the same step (Cluster.agree). Further signals are ignored
+    from now on, and the others wait until the first one has saved: were they to leave at
+    once, torchrun would signal the first one in the middle of its save."""
+    stop.hold()
+    try:
+        if cluster.is_main:
+            log.write()
+            if args.save_model:
+                path = save_checkpoint(checkpoint_dict(), model_dir / args.model_name)
+                print(f"\ninterrupted: saved {path} at epoch {position.epoch + 1}, batch {position.batch}; "
+                      "resume with the same command and --load_model True", file=sys.stderr)
+            else:
+                print("\ninterrupted (--save_model False: nothing saved)", file=sys.stderr)
+    finally:
+        cluster.barrier()
     sys.exit(130)
