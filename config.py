@@ -120,7 +120,14 @@ STYLIZE_DEFAULTS = {
     "batch_size": None,  # None: STYLIZE_BATCH_SIZE for the device
     "precision": "auto",  # see STYLIZE_AUTO_PRECISION
     "compile": "auto",  # see COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES
+    "strength": 1.0,  # the network's output as it is
+    "preserve_color": False,
+    "smooth": 0.0,  # off (docs/smoothing.md)
 }
+
+# Luminance of RGB for --preserve_color (stylization/blend.py): ITU-R BT.601, the Y of JPEG's
+# full-range YCbCr. They sum to 1, which the colour transfer relies on.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels
 # in all (frames x width x height / 1e6). On the 2-core CPU a cold compile kept the first batch
