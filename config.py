@@ -129,6 +129,18 @@ STYLIZE_DEFAULTS = {
 # full-range YCbCr. They sum to 1, which the colour transfer relies on.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
+# How --smooth moves the previous output along the flow (flow.warp's mode). The output is
+# warped again every frame, so bilinear's blur piles up: on 16 frames of the held-out bikes
+# shot (200-215) with the shipped model at --smooth 0.5, bicubic kept the style distance at
+# 1.11x of unsmoothed where bilinear let it grow to 1.16x, for about the same E_warp (0.44x and
+# 0.43x of unsmoothed; benchmarks/smooth_stability.py's measures, docs/smoothing.md).
+SMOOTH_WARP_MODE = "bicubic"
+# --smooth then gives the blend's fine detail (the frame minus a Gaussian blur of sigma pixels)
+# back the stylised frame's energy, with one gain per channel of at most max_gain
+# (stylization/blend.keep_detail). On frames 200-213 of that shot at --smooth 0.5 the style
+# distance rose 4.8% with it and 10.2% without; E_warp was 0.50x and 0.45x of unsmoothed.
+SMOOTH_DETAIL = {"sigma": 2.0, "max_gain": 2.0}
+
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels
 # in all (frames x width x height / 1e6). On the 2-core CPU a cold compile kept the first batch
 # waiting 7.5-14 s, and compiled bf16 then saved 0.022 s per 640x360 frame end to end (10.0

@@ -15,7 +15,9 @@ of one size), so they apply to every model this project runs, without retraining
   input frames from t to t-1 and m the mask of pixels where that flow is reliable
   (flow.valid_flow_mask: forward-backward and motion-boundary checks); nothing is blended
   across a scene cut (flow.is_scene_cut). Following the content rather than the pixel grid is
-  what keeps moving things from ghosting, as a plain running average would.
+  what keeps moving things from ghosting, as a plain running average would. The blend's fine
+  detail is then scaled back to the stylised frame's contrast (keep_detail), since averaging
+  strokes that do not line up exactly fades the style.
 
 Order (Look): colour, then strength, then smoothing. Colour and strength are linear and
 commute up to clipping (both give input + S (Y_stylised - Y_input) on every channel); strength
@@ -76,7 +78,8 @@ def warp_previous(previous: torch.Tensor, flow_back: np.ndarray,
     one, for the checks. Returns (warped 3 x H x W, valid 1 x H x W with 1 = reliable).
     """
     back, forward = flow_to_tensor(flow_back)[None], flow_to_tensor(flow_forward)[None]
-    warped = warp(previous[None], back)[0]
+    # Bicubic can overshoot at edges: clamped to the range of frames.
+    warped = warp(previous[None], back, config.SMOOTH_WARP_MODE)[0].clamp_(0, 255)
     return warped, valid_flow_mask(back, forward)[0]
 
 
@@ -85,6 +88,38 @@ def blend_previous(stylised: torch.Tensor, warped: torch.Tensor, valid: torch.Te
     """(1 - weight * valid) * stylised + weight * valid * warped."""
     share = weight * valid
     return stylised * (1 - share) + warped * share
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """C x H x W blurred per channel with a separable Gaussian, edges reflected."""
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+    taps = (taps / taps.sum()).to(images.device)
+    channels = images.shape[0]
+    x = images[None].float()
+    for kernel, pad in ((taps.view(1, 1, 1, -1), (radius, radius, 0, 0)),
+                        (taps.view(1, 1, -1, 1), (0, 0, radius, radius))):
+        x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, pad, mode="reflect"),
+                                       kernel.expand(channels, 1, *kernel.shape[2:]), groups=channels)
+    return x[0]
+
+
+def keep_detail(blended: torch.Tensor, stylised: torch.Tensor,
+                sigma: float = config.SMOOTH_DETAIL["sigma"],
+                max_gain: float = config.SMOOTH_DETAIL["max_gain"]) -> torch.Tensor:
+    """The blended frame with its fine detail scaled back up to the stylised frame's contrast.
+
+    A weighted mean of textures that do not line up exactly (the network's strokes move a
+    little from frame to frame) has less fine-scale energy than either: the style fades. Per
+    channel, one gain (at least 1, at most max_gain) brings the energy of the detail (the frame
+    minus its Gaussian blur of sigma pixels) back to the stylised frame's; the blurred part, the
+    steady one, is left alone. Where the two frames agree, the gain is 1.
+    """
+    detail = blended - gaussian_blur(blended, sigma)
+    wanted = (stylised - gaussian_blur(stylised, sigma)).pow(2).mean((1, 2))
+    have = detail.pow(2).mean((1, 2))
+    gain = (wanted / have.clamp_min(1e-6)).sqrt().clamp(1.0, max_gain)
+    return blended + detail * (gain - 1).view(-1, 1, 1)
 
 
 class TemporalSmoother:
@@ -126,7 +161,7 @@ class TemporalSmoother:
                 flows = (optical_flow(frame, previous[0], self.method),
                          optical_flow(previous[0], frame, self.method))
             warped, valid = warp_previous(previous[1], *flows)
-            output = blend_previous(current, warped, valid, self.weight)
+            output = keep_detail(blend_previous(current, warped, valid, self.weight), current)
             self.blended += 1
         # The unrounded output is kept, so rounding does not pile up from frame to frame.
         self._previous = (frame, output)
