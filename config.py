@@ -136,10 +136,12 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 # 0.43x of unsmoothed; benchmarks/smooth_stability.py's measures, docs/smoothing.md).
 SMOOTH_WARP_MODE = "bicubic"
 # --smooth then gives the blend's fine detail (the frame minus a Gaussian blur of sigma pixels)
-# back the stylised frame's energy, with one gain per channel of at most max_gain
-# (stylization/blend.keep_detail). On frames 200-213 of that shot at --smooth 0.5 the style
-# distance rose 4.8% with it and 10.2% without; E_warp was 0.50x and 0.45x of unsmoothed.
-SMOOTH_DETAIL = {"sigma": 2.0, "max_gain": 2.0}
+# back `share` of the gain that would restore the stylised frame's energy, one gain per channel
+# of at most max_gain (stylization/blend.keep_detail). On frames 200-249 of that shot at
+# --smooth 0.5 (benchmarks/smooth_stability.py), none of it let the style distance rise 14%
+# over unsmoothed (content distance +1%); all of it (share 1) kept the style at +4% but moved
+# the content to +11%; half is between the two (docs/smoothing.md).
+SMOOTH_DETAIL = {"sigma": 2.0, "share": 0.5, "max_gain": 2.0}
 
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels
 # in all (frames x width x height / 1e6). On the 2-core CPU a cold compile kept the first batch

@@ -2,8 +2,8 @@
 
     python benchmarks/smooth_stability.py \\
         --model mosaic=trained_models/mosaic.pth.tar --model examples=random-examples \\
-        --video ../shared/media/video/bikes.mp4 --start_frame 195 --end_frame 250 --max_size 360 \\
-        --smooth 0.5 0.7 --style_path ../shared/media/style/mosaic.jpg --style_size 384 \\
+        --video ../shared/media/video/bikes.mp4 --start_frame 200 --end_frame 250 --max_size 360 \\
+        --smooth 0.5 0.6 0.7 --style_path ../shared/media/style/mosaic.jpg --style_size 384 \\
         --loss_net_path ../shared/weights/vgg16_hed_features.pth
 
 Each model stylises the held-out frames once (bikes.mp4 from frame 187 on is never trained
@@ -64,10 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"a model to score, by name; repeat; PATH {RANDOM_EXAMPLES} builds a "
                         "pytorch/examples-layout file with random weights")
     p.add_argument("--video", default="../shared/media/video/bikes.mp4", help="the held-out video")
-    p.add_argument("--start_frame", type=int, default=195)
+    p.add_argument("--start_frame", type=int, default=200)
     p.add_argument("--end_frame", type=int, default=250, help="frame after the last one scored")
     p.add_argument("--max_size", type=int, default=360, help="longer side of the frames")
-    p.add_argument("--smooth", type=float, nargs="+", default=[0.5, 0.7],
+    p.add_argument("--smooth", type=float, nargs="+", default=[0.5, 0.6, 0.7],
                    help="smoothing weights compared with 0 (off)")
     p.add_argument("--style_path", default="../shared/media/style/mosaic.jpg")
     p.add_argument("--style_size", type=int, default=384)

@@ -106,20 +106,23 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def keep_detail(blended: torch.Tensor, stylised: torch.Tensor,
                 sigma: float = config.SMOOTH_DETAIL["sigma"],
+                share: float = config.SMOOTH_DETAIL["share"],
                 max_gain: float = config.SMOOTH_DETAIL["max_gain"]) -> torch.Tensor:
-    """The blended frame with its fine detail scaled back up to the stylised frame's contrast.
+    """The blended frame with the fine detail it lost scaled back towards the stylised frame's
+    contrast.
 
     A weighted mean of textures that do not line up exactly (the network's strokes move a
     little from frame to frame) has less fine-scale energy than either: the style fades. Per
-    channel, one gain (at least 1, at most max_gain) brings the energy of the detail (the frame
-    minus its Gaussian blur of sigma pixels) back to the stylised frame's; the blurred part, the
-    steady one, is left alone. Where the two frames agree, the gain is 1.
+    channel, one gain scales the detail (the frame minus its Gaussian blur of sigma pixels):
+    the gain that would give it the stylised frame's energy (at least 1, at most max_gain),
+    taken `share` of the way from 1 (1: all the energy back). The blurred part, the steady one,
+    is left alone; where the two frames agree the gain is 1.
     """
     detail = blended - gaussian_blur(blended, sigma)
     wanted = (stylised - gaussian_blur(stylised, sigma)).pow(2).mean((1, 2))
     have = detail.pow(2).mean((1, 2))
-    gain = (wanted / have.clamp_min(1e-6)).sqrt().clamp(1.0, max_gain)
-    return blended + detail * (gain - 1).view(-1, 1, 1)
+    full = (wanted / have.clamp_min(1e-6)).sqrt().clamp(1.0, max_gain)
+    return blended + detail * (share * (full - 1)).view(-1, 1, 1)
 
 
 class TemporalSmoother:
@@ -139,9 +142,6 @@ class TemporalSmoother:
         self._previous: tuple[np.ndarray, torch.Tensor] | None = None  # input frame, output
         self.blended = 0  # frames blended with the previous output
         self.cuts = 0  # frames not blended because a scene cut came before them
-
-    def reset(self) -> None:
-        self._previous = None
 
     def __call__(self, frame: np.ndarray, stylised: np.ndarray,
                  flows: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
