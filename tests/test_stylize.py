@@ -241,7 +241,8 @@ def test_strength_zero_returns_the_input_and_a_half_is_halfway(tmp_path, tiny_mo
     out = tmp_path / "out"
     for strength in ("0", "0.5"):
         result = stylize_quietly(tiny_model, out, "--content_type", "image", "--source", str(source),
-                                 "--strength", strength, "--output_name", f"s{strength}.png")
+                                 "--strength", strength, "--output_name", f"s{strength}.png",
+                                 "--precision", "fp32")  # as the Processor above
         assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(np.asarray(Image.open(out / "s0.png")), image)
     half = np.asarray(Image.open(out / "s0.5.png")).astype(np.float64)
@@ -253,7 +254,7 @@ def test_preserve_color_keeps_the_inputs_chroma_and_the_stylised_luminance(tmp_p
     source, image = photo_like(tmp_path / "photo.png")
     stylised = ycbcr(Processor(load_model(tiny_model), "cpu")([image])[0])
     result = stylize_quietly(tiny_model, tmp_path / "out", "--content_type", "image", "--source",
-                             str(source), "--preserve_color", "True")
+                             str(source), "--preserve_color", "True", "--precision", "fp32")
     assert result.returncode == 0, result.stderr
     out, original = ycbcr(np.asarray(Image.open(tmp_path / "out" / "photo_tiny.png"))), ycbcr(image)
     assert np.abs(stylised[1:] - original[1:]).mean() > 5  # the network changed the colours
@@ -272,12 +273,13 @@ def test_smooth_steadies_video_files_and_streams(tmp_path, tiny_model, sample_vi
     for weight in ("0", "0.6"):
         runs[weight] = stylize_quietly(tiny_model, out, "--content_type", "video", "--source",
                                        str(sample_video), "--smooth", weight, "--report_stability",
-                                       "True", "--batch_size", "3", "--output_name", f"w{weight}.mp4")
+                                       "True", "--batch_size", "3", "--output_name", f"w{weight}.avi")
         assert runs[weight].returncode == 0, runs[weight].stderr
     assert e_warp(runs["0.6"]) < 0.7 * e_warp(runs["0"])
-    plain, smoothed = read_video(out / "w0.mp4")[0], read_video(out / "w0.6.mp4")[0]
+    # Motion JPEG codes each frame alone, so equal frames come out equal
+    plain, smoothed = read_video(out / "w0.avi")[0], read_video(out / "w0.6.avi")[0]
     assert len(plain) == len(smoothed) == 12
-    assert mean_abs_diff(plain[0], smoothed[0]) < 2  # nothing to blend the first frame with
+    assert mean_abs_diff(plain[0], smoothed[0]) < 0.5  # nothing to blend the first frame with
     assert mean_abs_diff(plain[-1], smoothed[-1]) > 2
     live = stylize_quietly(tiny_model, out, "--content_type", "webcam", "--source", str(sample_video),
                            "--smooth", "0.6", "--output_name", "live.mp4")
