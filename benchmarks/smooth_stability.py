@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     loss_net = build_loss_network(args.loss_net_path, "VGG16", "auto", torch.device("cpu"))
     grams = style_targets(loss_net, load_style_image(args.style_path, args.style_size),
                           {"style": STYLE_LAYERS})
-    content_features = [loss_net(batch, (CONTENT_LAYER,))[CONTENT_LAYER] for batch in as_batches(frames)]
+    content_features = [loss_net(batch, (CONTENT_LAYER,))[CONTENT_LAYER]
+                        for batch in as_batches(frames)]
     weights = [0.0, *[w for w in args.smooth if w != 0]]
     height, width = frames[0].shape[:2]
     print(f"{len(frames)} frames of {Path(args.video).name} from frame {args.start_frame}, "

@@ -147,11 +147,13 @@ def detail_energy(frames: torch.Tensor) -> float:
 
 def test_keep_detail_restores_the_contrast_that_averaging_fades():
     rng = np.random.default_rng(0)
-    current, unrelated = (frame_to_tensor(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)) for _ in range(2))
+    current, unrelated = (frame_to_tensor(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+                          for _ in range(2))
     faded = blend_previous(current, unrelated, torch.ones(1, 40, 50), 0.5)
     assert detail_energy(faded) < 0.6 * detail_energy(current)  # the mean of two textures fades
     kept = keep_detail(faded, current)
-    assert detail_energy(keep_detail(faded, current, share=1.0)) == pytest.approx(detail_energy(current), rel=0.02)
+    restored = keep_detail(faded, current, share=1.0)
+    assert detail_energy(restored) == pytest.approx(detail_energy(current), rel=0.02)
     assert detail_energy(faded) < detail_energy(kept) < detail_energy(current)  # share 0.5: part of it
     # the colours on average stay, and frames that agree are left as they are
     torch.testing.assert_close(kept.mean((1, 2)), faded.mean((1, 2)), atol=0.5, rtol=0)
