@@ -120,7 +120,28 @@ STYLIZE_DEFAULTS = {
     "batch_size": None,  # None: STYLIZE_BATCH_SIZE for the device
     "precision": "auto",  # see STYLIZE_AUTO_PRECISION
     "compile": "auto",  # see COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES
+    "strength": 1.0,  # the network's output as it is
+    "preserve_color": False,
+    "smooth": 0.0,  # off (docs/smoothing.md)
 }
+
+# Luminance of RGB for --preserve_color (stylization/blend.py): ITU-R BT.601, the Y of JPEG's
+# full-range YCbCr. They sum to 1, which the colour transfer relies on.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+# How --smooth moves the previous output along the flow (flow.warp's mode). The output is
+# warped again every frame, so bilinear's blur piles up: on 16 frames of the held-out bikes
+# shot (200-215) with the shipped model at --smooth 0.5, bicubic kept the style distance at
+# 1.11x of unsmoothed where bilinear let it grow to 1.16x, for about the same E_warp (0.44x and
+# 0.43x of unsmoothed; benchmarks/smooth_stability.py's measures, docs/smoothing.md).
+SMOOTH_WARP_MODE = "bicubic"
+# --smooth then gives the blend's fine detail (the frame minus a Gaussian blur of sigma pixels)
+# back `share` of the gain that would restore the stylised frame's energy, one gain per channel
+# of at most max_gain (stylization/blend.keep_detail). On frames 200-249 of that shot at
+# --smooth 0.5 (benchmarks/smooth_stability.py), none of it let the style distance rise 14%
+# over unsmoothed (content distance +1%); all of it (share 1) kept the style at +4% but moved
+# the content to +11%; half is between the two (docs/smoothing.md).
+SMOOTH_DETAIL = {"sigma": 2.0, "share": 0.5, "max_gain": 2.0}
 
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels
 # in all (frames x width x height / 1e6). On the 2-core CPU a cold compile kept the first batch

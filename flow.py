@@ -35,8 +35,9 @@ def flow_to_tensor(flow: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)
 
 
-def warp(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Backward warp: out(x) = images(x + flow(x)), bilinear, edges clamped.
+def warp(images: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Backward warp: out(x) = images(x + flow(x)), bilinear (or mode, as grid_sample names
+    it), edges clamped.
 
     images N x C x H x W, flow N x 2 x H x W in pixels; computed in float32. Differentiable in
     images, so the flow loss can train through it.
@@ -47,7 +48,7 @@ def warp(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     x = (xs + flow[:, 0].float()) * (2 / max(width - 1, 1)) - 1
     y = (ys + flow[:, 1].float()) * (2 / max(height - 1, 1)) - 1
     return torch.nn.functional.grid_sample(images.float(), torch.stack([x, y], dim=-1),
-                                           mode="bilinear", padding_mode="border", align_corners=True)
+                                           mode=mode, padding_mode="border", align_corners=True)
 
 
 def valid_flow_mask(flow: torch.Tensor, flow_back: torch.Tensor) -> torch.Tensor:

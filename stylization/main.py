@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 import config
+from stylization.blend import Look
 from stylization.content_source.base import ContentSource
 from stylization.content_source.factory import create_source
 from stylization.content_source.video import VideoSource
@@ -76,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", type=auto_or_bool, default=d["compile"],
                    help="torch.compile the network: True, False, or auto (the default): only for "
                         "videos long enough to repay the compiler's wait, on a CPU")
+    # The look of the output (stylization/blend.py; docs/smoothing.md): any model, no retraining.
+    p.add_argument("--strength", type=float, default=d["strength"],
+                   help="how much of the style, 0 to 1: the output is strength x the stylised frame "
+                        "+ (1 - strength) x the input (default: %(default)s)")
+    p.add_argument("--preserve_color", type=str2bool, default=d["preserve_color"],
+                   help="keep the input's colours: the stylised luminance with the input's chroma "
+                        "(YCbCr), applied before --strength (default: %(default)s)")
+    p.add_argument("--smooth", type=float, default=d["smooth"],
+                   help="videos and webcams: steadier output, 0 (off, the default) to below 1: each "
+                        "frame is blended this much with the previous output, moved along the "
+                        "input's optical flow where it is reliable; never across scene cuts")
     p.add_argument("--report_stability", type=str2bool, default=False,
                    help="videos: print each video's warping error E_warp (temporal flicker; "
                         "lower is steadier) and the input's own after the run (default: %(default)s)")
@@ -141,6 +153,13 @@ def check_args(args: argparse.Namespace) -> None:
         fail(f"--max_size must be at least {MIN_MAX_SIZE} (got {args.max_size})")
     if args.batch_size is not None and args.batch_size < 1:
         fail(f"--batch_size must be at least 1 (got {args.batch_size})")
+    if not 0 <= args.strength <= 1:
+        fail(f"--strength must be between 0 (the input) and 1 (fully stylised), got {args.strength}")
+    if not 0 <= args.smooth < 1:
+        fail(f"--smooth must be at least 0 (off) and below 1, got {args.smooth}")
+    if args.smooth > 0 and args.content_type == ContentType.IMAGE.value:
+        fail("--smooth steadies frames of a video against each other: use it with --content_type "
+             "video or webcam, not with still images")
     if args.report_stability and args.content_type != ContentType.VIDEO.value:
         fail("--report_stability measures flicker between video frames: use it with --content_type video")
     if args.compile is True:
@@ -171,18 +190,23 @@ def open_sink(content_type: ContentType, path: Path, source: ContentSource,
 
 
 def stylize_frames(source: ContentSource, processor: Processor, sink: ImageSink | VideoSink | None,
-                   display: Display | None, progress: bool, meter: WarpErrorMeter | None = None) -> bool:
-    """Stylise every frame of source into the sink, window and stability meter; False if the
-    user stopped."""
+                   display: Display | None, progress: bool, meter: WarpErrorMeter | None = None,
+                   look: Look = Look()) -> bool:
+    """Stylise every frame of source into the sink, window and stability meter, with the look
+    applied (the meter scores the output); False if the user stopped."""
     write = sink.write if sink is not None else None
     wait_ms = IMAGE_SHOW_MS if source.fps is None else 1
     show = (lambda frame, fps: display.show(frame, wait_ms, fps)) if display is not None else None
     process = processor
-    if meter is not None:
+    finish = None if look.is_identity else look.start()
+    if meter is not None or finish is not None:
         def process(batch: list[np.ndarray]) -> list[np.ndarray]:
             results = processor(batch)
-            for frame, result in zip(batch, results):
-                meter.add(frame, result)
+            if finish is not None:  # on this thread, in frame order, as the smoother needs
+                results = [finish(frame, result) for frame, result in zip(batch, results)]
+            if meter is not None:
+                for frame, result in zip(batch, results):
+                    meter.add(frame, result)
             return results
     if source.live:
         return stylize_live(source.frames(), process, write, show)
@@ -192,7 +216,8 @@ def stylize_frames(source: ContentSource, processor: Processor, sink: ImageSink 
 
 
 def run_job(job: Job, content_type: ContentType, max_size: int | None, processor: Processor,
-            display: Display | None, progress: bool, report: Report, stability: bool = False) -> bool:
+            display: Display | None, progress: bool, report: Report, stability: bool = False,
+            look: Look = Look()) -> bool:
     """Stylise one source; False if the user asked to stop the whole run."""
     sink = None
     meter = WarpErrorMeter() if stability else None
@@ -200,7 +225,7 @@ def run_job(job: Job, content_type: ContentType, max_size: int | None, processor
         with create_source(content_type, job.source, max_size) as source, ExitStack() as stack:
             if job.output is not None:
                 sink = stack.enter_context(open_sink(content_type, job.output, source, job.source))
-            return stylize_frames(source, processor, sink, display, progress, meter)
+            return stylize_frames(source, processor, sink, display, progress, meter, look)
     finally:
         # Also on Ctrl-C: the video sink has then saved what was done as a partial video.
         if sink is not None and sink.saved:
@@ -211,13 +236,13 @@ def run_job(job: Job, content_type: ContentType, max_size: int | None, processor
 
 def run_jobs(jobs: list[Job], content_type: ContentType, max_size: int | None,
              processor: Processor, display: Display | None, report: Report,
-             stability: bool = False) -> None:
+             stability: bool = False, look: Look = Look()) -> None:
     batch = len(jobs) > 1
     for job in tqdm(jobs, unit="file", disable=not batch):
         try:
             keep_going = run_job(job, content_type, max_size, processor, display,
                                  progress=not batch and content_type is not ContentType.IMAGE,
-                                 report=report, stability=stability)
+                                 report=report, stability=stability, look=look)
         except UserError as err:
             if not batch:
                 raise
@@ -255,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     display = open_display(args.real_time, args.save_output)
     report = Report()
     try:
-        run_jobs(jobs, content_type, args.max_size, processor, display, report, args.report_stability)
+        run_jobs(jobs, content_type, args.max_size, processor, display, report, args.report_stability,
+                 Look(args.strength, args.preserve_color, args.smooth))
     except KeyboardInterrupt:
         report.print()
         print("interrupted", file=sys.stderr)

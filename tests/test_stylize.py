@@ -220,6 +220,73 @@ def test_ctrl_c_keeps_a_partial_video(tmp_path, tiny_model):
     assert files_in(out) == {"long_tiny.mp4"}
 
 
+# ----------------------------------------------------------------------------- the look
+def ycbcr(frame: np.ndarray) -> np.ndarray:
+    """Y, Cb, Cr planes in 0-255, as OpenCV computes them."""
+    y, cr, cb = np.moveaxis(cv2.cvtColor(frame, cv2.COLOR_RGB2YCrCb).astype(np.float64), -1, 0)
+    return np.stack([y, cb, cr])
+
+
+def photo_like(path: Path) -> tuple[Path, np.ndarray]:
+    """A test image with a photo's muted colours rather than a test chart's pure ones."""
+    chart = np.asarray(Image.open(write_image(path, 90, 70)))
+    image = (chart.astype(np.float32) * 0.6 + 50).astype(np.uint8)
+    Image.fromarray(image).save(path)
+    return path, image
+
+
+def test_strength_zero_returns_the_input_and_a_half_is_halfway(tmp_path, tiny_model):
+    source, image = photo_like(tmp_path / "photo.png")
+    stylised = Processor(load_model(tiny_model), "cpu")([image])[0].astype(np.float64)
+    out = tmp_path / "out"
+    for strength in ("0", "0.5"):
+        result = stylize_quietly(tiny_model, out, "--content_type", "image", "--source", str(source),
+                                 "--strength", strength, "--output_name", f"s{strength}.png",
+                                 "--precision", "fp32")  # as the Processor above
+        assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "s0.png")), image)
+    half = np.asarray(Image.open(out / "s0.5.png")).astype(np.float64)
+    assert mean_abs_diff(stylised, image) > 20  # the two ends are far apart
+    assert np.abs(half - (stylised + image) / 2).max() <= 1.5
+
+
+def test_preserve_color_keeps_the_inputs_chroma_and_the_stylised_luminance(tmp_path, tiny_model):
+    source, image = photo_like(tmp_path / "photo.png")
+    stylised = ycbcr(Processor(load_model(tiny_model), "cpu")([image])[0])
+    result = stylize_quietly(tiny_model, tmp_path / "out", "--content_type", "image", "--source",
+                             str(source), "--preserve_color", "True", "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    out, original = ycbcr(np.asarray(Image.open(tmp_path / "out" / "photo_tiny.png"))), ycbcr(image)
+    assert np.abs(stylised[1:] - original[1:]).mean() > 5  # the network changed the colours
+    assert np.abs(out[1:] - original[1:]).mean(axis=(1, 2)).max() <= 2.0  # Cb and Cr each
+    assert np.abs(out[0] - stylised[0]).mean() <= 1.0
+
+
+def e_warp(result: subprocess.CompletedProcess) -> float:
+    line = next(line for line in result.stdout.splitlines() if line.startswith("E_warp:"))
+    return float(line.split()[1])
+
+
+def test_smooth_steadies_video_files_and_streams(tmp_path, tiny_model, sample_video):
+    out = tmp_path / "out"
+    runs = {}
+    for weight in ("0", "0.6"):
+        runs[weight] = stylize_quietly(tiny_model, out, "--content_type", "video", "--source",
+                                       str(sample_video), "--smooth", weight, "--report_stability",
+                                       "True", "--batch_size", "3", "--output_name", f"w{weight}.avi")
+        assert runs[weight].returncode == 0, runs[weight].stderr
+    assert e_warp(runs["0.6"]) < 0.7 * e_warp(runs["0"])
+    # Motion JPEG codes each frame alone, so equal frames come out equal
+    plain, smoothed = read_video(out / "w0.avi")[0], read_video(out / "w0.6.avi")[0]
+    assert len(plain) == len(smoothed) == 12
+    assert mean_abs_diff(plain[0], smoothed[0]) < 0.5  # nothing to blend the first frame with
+    assert mean_abs_diff(plain[-1], smoothed[-1]) > 2
+    live = stylize_quietly(tiny_model, out, "--content_type", "webcam", "--source", str(sample_video),
+                           "--smooth", "0.6", "--output_name", "live.mp4")
+    assert live.returncode == 0, live.stderr
+    assert len(read_video(out / "live.mp4")[0]) == 12
+
+
 # ----------------------------------------------------------------------------- processor
 def test_processor_feeds_rgb_and_batches_like_single_frames(tiny_model):
     model = load_model(tiny_model)
@@ -258,7 +325,9 @@ def test_video_source_yields_rgb_from_the_first_frame(tmp_path):
                                   "text as image", "garbage video", "empty video",
                                   "empty folder", "small max_size", "nothing to do",
                                   "unsupported checkpoint", "truncated jpeg", "truncated mp4",
-                                  "output dir is a file", "output name is the source"])
+                                  "output dir is a file", "output name is the source",
+                                  "strength above 1", "negative strength", "smooth of 1",
+                                  "negative smooth", "smooth on an image"])
 def test_user_errors_are_one_line_and_create_nothing(tmp_path, tiny_model, sample_image, case):
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
@@ -290,6 +359,11 @@ def test_user_errors_are_one_line_and_create_nothing(tmp_path, tiny_model, sampl
         "output name is the source": ("image", sample_image, tiny_model,
                                       ["--output_dir", str(sample_image.parent),
                                        "--output_name", sample_image.name]),
+        "strength above 1": ("image", sample_image, tiny_model, ["--strength", "1.5"]),
+        "negative strength": ("video", clip, tiny_model, ["--strength", "-0.2"]),
+        "smooth of 1": ("video", clip, tiny_model, ["--smooth", "1"]),
+        "negative smooth": ("video", clip, tiny_model, ["--smooth", "-0.5"]),
+        "smooth on an image": ("image", sample_image, tiny_model, ["--smooth", "0.5"]),
     }[case]
     out = tmp_path / "out"
     before = snapshot(tmp_path)
