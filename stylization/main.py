@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{', '.join(f'{k} {v}' for k, v in config.STYLIZE_BATCH_SIZE.items())})")
     p.add_argument("--precision", choices=config.PRECISION_CHOICES, default=d["precision"],
                    help="arithmetic of the network: auto (the default) is fp16 on CUDA, bf16 on "
-                        "CPUs with native bf16, fp32 elsewhere")
+                        "CPUs with native bf16, fp32 elsewhere, and fp32 for a model whose first "
+                        "frames differ from fp32 by a mean of more than "
+                        f"{config.AUTO_PRECISION_MAX_MEAN_DIFF}/255 in that precision")
     p.add_argument("--compile", type=auto_or_bool, default=d["compile"],
                    help="torch.compile the network: True, False, or auto (the default): only for "
                         "videos long enough to repay the compiler's wait, on a CPU")
@@ -249,7 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     processor = Processor(load_model(args.model_path, device), device,
                           stylize_precision(args.precision, device),
                           channels_last=config.STYLIZE_CHANNELS_LAST, compile=compiled,
-                          batch_size=args.batch_size or default_batch_size(device))
+                          batch_size=args.batch_size or default_batch_size(device),
+                          guard_precision=args.precision == "auto")
     for note in notes:
         print(note)
     display = open_display(args.real_time, args.save_output)
