@@ -10,7 +10,7 @@ import torch
 
 import config
 from network.fast_inference import for_inference
-from stylization import precision_guard
+from stylization import compile_cache, precision_guard
 from utils import batch_to_frames, frames_to_batch, has_native_bf16_cpu, resolve_precision
 
 
@@ -66,9 +66,15 @@ class Processor:
         if compile:
             # A CUDA build of torch on a machine without CUDA says so while compiling: noise here.
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+            compile_cache.use_persistent_cache()  # a later run of the same shape starts warm
         self._step = (torch.compile(self._frames_to_frames, dynamic=False, options={"freezing": True})
                       if compile else self._frames_to_frames)
         self._full_batch: dict[tuple[int, ...], int] = {}
+
+    @property
+    def compiled_shapes(self) -> list[tuple[tuple[int, int], int]]:
+        """((height, width), frames per call) of every shape compiled so far."""
+        return [(shape[:2], batch) for shape, batch in self._full_batch.items()] if self.compiled else []
 
     def _frames_to_frames(self, frames: torch.Tensor) -> torch.Tensor:
         batch = frames_to_batch(frames, self.dtype).contiguous(memory_format=self.memory_format)
