@@ -70,11 +70,12 @@ class Processor:
         self._step = (torch.compile(self._frames_to_frames, dynamic=False, options={"freezing": True})
                       if compile else self._frames_to_frames)
         self._full_batch: dict[tuple[int, ...], int] = {}
+        self._compiled: set[tuple[tuple[int, int], int]] = set()
 
     @property
     def compiled_shapes(self) -> list[tuple[tuple[int, int], int]]:
         """((height, width), frames per call) of every shape compiled so far."""
-        return [(shape[:2], batch) for shape, batch in self._full_batch.items()] if self.compiled else []
+        return sorted(self._compiled)
 
     def _frames_to_frames(self, frames: torch.Tensor) -> torch.Tensor:
         batch = frames_to_batch(frames, self.dtype).contiguous(memory_format=self.memory_format)
@@ -109,6 +110,11 @@ class Processor:
         with torch.inference_mode():
             # uint8 crosses to the device and back (a quarter of float32's bytes).
             batch = torch.from_numpy(np.stack(frames)).to(self.device)
-            step = self._settle_precision if self._reference is not None else self._step
-            result = step(batch).cpu().numpy()
+            if self._reference is not None:
+                result = self._settle_precision(batch)
+            else:
+                result = self._step(batch)
+                if self.compiled:
+                    self._compiled.add((tuple(batch.shape[1:3]), len(batch)))
+            result = result.cpu().numpy()
         return list(result[:count])
