@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{config.AUTO_PRECISION_MAX_MEAN_DIFF}/255 in that precision")
     p.add_argument("--compile", type=auto_or_bool, default=d["compile"],
                    help="torch.compile the network: True, False, or auto (the default): only for "
-                        "videos long enough to repay the compiler's wait, on a CPU")
+                        "videos long enough to repay the compiler's wait, on a CPU, or shorter ones "
+                        "once an earlier run compiled their frame size (compiled kernels are kept in "
+                        f"$TORCHINDUCTOR_CACHE_DIR or ~/.cache/{config.COMPILE_CACHE_SUBDIR})")
     p.add_argument("--report_stability", type=str2bool, default=False,
                    help="videos: print each video's warping error E_warp (temporal flicker; "
                         "lower is steadier) and the input's own after the run (default: %(default)s)")
