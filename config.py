@@ -35,6 +35,18 @@ class NetworkConfig:
         return cls(**known)
 
 
+# Named sizes of the stylizing network: train.py --network picks one, the checkpoint records
+# the sizes (its `network` entry), so stylize.py needs no flag. "fast" is the real-time
+# candidate of issue 17: on the network alone (640x360, bf16, eager, batch 2, after
+# network/fast_inference.py) it ran 29 frames/s against 9.5 for "default" in a first check;
+# benchmarks/network_sizes.py measures candidates for speed and, after the same training,
+# for style and content losses.
+NETWORK_SIZES = {
+    "default": NetworkConfig(),
+    "fast": NetworkConfig(channels=(16, 32, 32), res_blocks=3, stem_kernel=5, final_kernel=5),
+}
+
+
 # VGG layer names as the loss network names them (relu<block>_<conv>). Users of the original
 # rely on these choices (ORIGINAL_NOTES.md).
 LOSS_LAYERS = {
@@ -149,6 +161,18 @@ SMOOTH_DETAIL = {"sigma": 2.0, "share": 0.5, "max_gain": 2.0}
 # against 8.2 frames/s): it breaks even after 350-650 such frames, 80-150 megapixels. The
 # margin is for slower compiles. Images, webcams and GPUs (not measured) stay eager.
 COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES = 216
+# Compiled kernels are kept across runs in Inductor's on-disk caches (FX graph cache; its key
+# covers the graph, the torch version and the compile options; frozen weights are bound at
+# run time, so another model of the same sizes is served the same kernels with its own
+# weights: tests/test_compile_cache.py). The folder is $TORCHINDUCTOR_CACHE_DIR when set, else
+# this one under the user's cache ($XDG_CACHE_HOME, else ~/.cache).
+COMPILE_CACHE_SUBDIR = "video-style-transfer/inductor"
+# When every video of a run has a shape (network sizes, precision, frame size, batch) that an
+# earlier run compiled, the compile is warm (tracing and loading, no C++ build) and --compile
+# auto compiles from this many megapixels on. Provisional: an estimate (a warm compile of
+# ~2-3 s against 0.022 s saved per 640x360 frame) until `benchmarks/stylize_speed.py
+# --compile_cache` is run on an idle machine.
+COMPILE_AUTO_WARM_MIN_MEGAPIXEL_FRAMES = 25
 
 # Frames per network call for video when --batch_size is not given. On the 2-core CPU at
 # 640x360, 2 frames per call made 5-15% more frames/s than 1 in eager fp32 and bf16 in two
@@ -160,6 +184,11 @@ STYLIZE_BATCH_SIZE = {"cpu": 2, "cuda": 8}
 # taken only where its output stays within AUTO_PRECISION_MAX_MEAN_DIFF (0-255 units, mean
 # absolute difference from float32 on the shipped trained model; benchmarks/stylize_speed.py
 # prints it); weights and activations are then all in that precision (README, Stylization speed).
+# A reduced precision is then checked per model: the first batch of a run goes through the
+# network in float32 and in that precision, and when their mean absolute difference exceeds
+# AUTO_PRECISION_MAX_MEAN_DIFF the run falls back to float32 with a note
+# (stylization/precision_guard.py); a random-weight network of the original project's layout
+# differed by 3.45 on a 640x360 clip. An explicit --precision is never second-guessed.
 STYLIZE_AUTO_PRECISION = {"cuda": "fp16", "cpu_native_bf16": "bf16", "cpu": "fp32"}
 AUTO_PRECISION_MAX_MEAN_DIFF = 1.5
 

@@ -188,6 +188,65 @@ def end_to_end(video: Path, model_path: Path, device: str, precision: str, batch
     return frames / elapsed, ", ".join(streams)
 
 
+def stylize_process(video: Path, model_path: Path, device: str, output_dir: Path, cache: Path,
+                    *extra: str) -> float:
+    """Seconds of a whole `python stylize.py` process on video (start-up, model loading,
+    compiling and encoding included), with Inductor's cache (and the warm markers) in cache."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, str(ROOT / "stylize.py"), "--content_type", "video",
+                             "--source", str(video), "--model_path", str(model_path), "--device", device,
+                             "--output_dir", str(output_dir), "--output_name", "cache.mp4",
+                             "--overwrite", "True", "--real_time", "False", *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"stylize.py {' '.join(extra)} failed:\n{result.stderr[-2000:]}")
+    return seconds
+
+
+def compile_cache_table(video: Path, model_path: Path, device: torch.device, count: int, tmp: Path,
+                        rounds: int, naive: bool, threads: int | None) -> None:
+    """Whole processes, cold and warm: stylize.py eager, compiled with an empty Inductor cache,
+    compiled again with the cache the previous row left, and its defaults (--compile auto) on
+    an empty and on a warm cache, against the naive loop; rows interleaved over rounds."""
+    def cold(*extra: str):
+        def run() -> float:
+            folder = Path(tempfile.mkdtemp(dir=tmp, prefix="cold"))  # empty every time
+            return stylize_process(video, model_path, str(device), tmp / "out", folder, *extra)
+        return run
+    warm_folder = tmp / "warm"
+    stylize_process(video, model_path, str(device), tmp / "out", warm_folder, "--compile", "True")  # fills it
+    def warm(*extra: str):
+        return lambda: stylize_process(video, model_path, str(device), tmp / "out", warm_folder, *extra)
+    rows: list[tuple[str, Callable[[], float]]] = []
+    if naive:
+        def naive_process() -> float:
+            start = time.perf_counter()
+            run_naive_loop(video, model_path, tmp / "naive.mp4", "wall", threads)
+            return time.perf_counter() - start
+        rows.append(("naive loop (own process)", naive_process))
+    rows += [("stylize.py --compile False", cold("--compile", "False")),
+             ("stylize.py --compile True, cold cache", cold("--compile", "True")),
+             ("stylize.py --compile True, warm cache", warm("--compile", "True")),
+             ("stylize.py defaults (--compile auto), empty cache", cold()),
+             ("stylize.py defaults (--compile auto), warm cache", warm())]
+    seconds: dict[str, list[float]] = {label: [] for label, _ in rows}
+    for round_ in range(rounds):
+        for label, run in rows:
+            seconds[label].append(run())
+            print(f"round {round_ + 1}: {label}: {seconds[label][-1]:.1f} s", flush=True)
+    median = {label: statistics.median(values) for label, values in seconds.items()}
+    base = median.get("naive loop (own process)")
+    print(f"\nwhole processes on {count} frames (python start-up, model loading, compiling and "
+          f"encoding included), wall clock, medians of {rounds} round(s); "
+          f"load average now {os.getloadavg()[0]:.2f}\n")
+    print("| run | seconds | frames/s | vs naive loop |")
+    print("| :-- | --: | --: | --: |")
+    for label, value in median.items():
+        print(f"| {label} | {value:.1f} | {count / value:.2f} | {f'{base / value:.2f}x' if base else '-'} |")
+
+
 def peak_memory_mb(video: Path, model_path: Path, device: str, output_dir: Path) -> float:
     """Peak resident memory of a `python stylize.py` process stylising video, in MB."""
     process = subprocess.Popen(
@@ -287,6 +346,10 @@ def main() -> None:
                         help="leave glibc's allocator as it comes (no utils.keep_freed_memory) for the "
                              "model-only rows, to show what that call gives; end-to-end rows are left out "
                              "since stylize.py makes the call itself")
+    parser.add_argument("--compile_cache", action="store_true",
+                        help="instead of the rows above: whole stylize.py processes, eager, compiled "
+                             "with an empty and with a warm Inductor cache, and the defaults on both, "
+                             "against the naive loop (see compile_cache_table)")
     parser.add_argument("--naive_loop_only", nargs=3, metavar=("VIDEO", "MODEL", "OUTPUT"),
                         help=argparse.SUPPRESS)  # the child process of run_naive_loop
     args = parser.parse_args()
@@ -321,6 +384,10 @@ def main() -> None:
         count = prepare_video(Path(args.video), video, args.size, args.frames)
         print(f"{count} frames of {args.video} scaled to {args.size[0]}x{args.size[1]}, with a tone",
               flush=True)
+        if args.compile_cache:
+            compile_cache_table(video, model_path, device, count, tmp, args.rounds, not args.skip_naive,
+                                args.threads)
+            return
         frames = decoded_frames(video)
 
         # Every measured row, run once per round; rounds interleave the rows so that a change in

@@ -10,12 +10,14 @@ import sys
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import config
+from stylization import compile_cache
 from stylization.blend import Look
 from stylization.content_source.base import ContentSource
 from stylization.content_source.factory import create_source
@@ -73,10 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{', '.join(f'{k} {v}' for k, v in config.STYLIZE_BATCH_SIZE.items())})")
     p.add_argument("--precision", choices=config.PRECISION_CHOICES, default=d["precision"],
                    help="arithmetic of the network: auto (the default) is fp16 on CUDA, bf16 on "
-                        "CPUs with native bf16, fp32 elsewhere")
+                        "CPUs with native bf16, fp32 elsewhere, and fp32 for a model whose first "
+                        "frames differ from fp32 by a mean of more than "
+                        f"{config.AUTO_PRECISION_MAX_MEAN_DIFF}/255 in that precision")
     p.add_argument("--compile", type=auto_or_bool, default=d["compile"],
                    help="torch.compile the network: True, False, or auto (the default): only for "
-                        "videos long enough to repay the compiler's wait, on a CPU")
+                        "videos long enough to repay the compiler's wait, on a CPU, or shorter ones "
+                        "once an earlier run compiled their frame size (compiled kernels are kept in "
+                        f"$TORCHINDUCTOR_CACHE_DIR or ~/.cache/{config.COMPILE_CACHE_SUBDIR})")
     # The look of the output (stylization/blend.py; docs/smoothing.md): any model, no retraining.
     p.add_argument("--strength", type=float, default=d["strength"],
                    help="how much of the style, 0 to 1: the output is strength x the stylised frame "
@@ -131,21 +137,31 @@ def auto_or_bool(value: str) -> str | bool:
 
 
 def compile_pays(content_type: ContentType, jobs: list[Job], max_size: int | None,
-                 device: torch.device) -> bool:
+                 device: torch.device, warm: Callable[[tuple[int, int]], bool] | None = None) -> bool:
     """What --compile auto means for these jobs: video files on a CPU with a compiler, holding
-    config.COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES in all (README, Stylization speed)."""
+    config.COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES in all (README, Stylization speed), or
+    COMPILE_AUTO_WARM_MIN_MEGAPIXEL_FRAMES when warm((height, width)) says an earlier run
+    compiled every video's frame size (stylization/compile_cache.py)."""
     if content_type != ContentType.VIDEO or device.type != "cpu" or find_compiler() is None:
         return False
-    megapixels = 0.0
+    megapixels, all_warm = 0.0, warm is not None
     for job in jobs:
         try:
             with VideoSource(job.source, max_size) as source:
                 megapixels += (source.frame_count or 0) * source.size[0] * source.size[1] / 1e6
+                all_warm = all_warm and warm((source.size[1], source.size[0]))
         except UserError:
             continue  # reported when its turn comes
         if megapixels >= config.COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES:
             return True  # no need to open the rest
-    return False
+    return all_warm and megapixels >= config.COMPILE_AUTO_WARM_MIN_MEGAPIXEL_FRAMES
+
+
+def remember_compiled(processor: Processor, model: torch.nn.Module, device: torch.device) -> None:
+    """Mark the shapes this run compiled as warm for later runs (stylization/compile_cache.py),
+    under the precision they were compiled in."""
+    compile_cache.remember([compile_cache.shape_key(model, processor.dtype, device, size, batch)
+                            for size, batch in processor.compiled_shapes])
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -265,16 +281,20 @@ def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()
     jobs, notes = plan_jobs(inputs, content_type, output_dir, args.output_name, args.model_path,
                             args.overwrite)
+    model = load_model(args.model_path, device)
+    dtype = stylize_precision(args.precision, device)
+    batch_size = args.batch_size or default_batch_size(device)
     compiled = args.compile
     if compiled == "auto":
-        compiled = compile_pays(content_type, jobs, args.max_size, device)
+        compiled = compile_pays(content_type, jobs, args.max_size, device,
+                                warm=lambda size: compile_cache.is_warm(
+                                    compile_cache.shape_key(model, dtype, device, size, batch_size)))
         if compiled:
             notes.append("compiling the network for these videos (--compile auto): the first "
                          "frames wait for the compiler")
-    processor = Processor(load_model(args.model_path, device), device,
-                          stylize_precision(args.precision, device),
-                          channels_last=config.STYLIZE_CHANNELS_LAST, compile=compiled,
-                          batch_size=args.batch_size or default_batch_size(device))
+    processor = Processor(model, device, dtype, channels_last=config.STYLIZE_CHANNELS_LAST,
+                          compile=compiled, batch_size=batch_size,
+                          guard_precision=args.precision == "auto")
     for note in notes:
         print(note)
     display = open_display(args.real_time, args.save_output)
@@ -289,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if display is not None:
             display.close()
+        remember_compiled(processor, model, device)
     report.print()
     if report.skipped:
         fail(f"{len(report.skipped)} of {len(jobs)} files could not be stylised (see the warnings above)")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from config import NetworkConfig
+from config import NETWORK_SIZES, NetworkConfig
 from network.fast_inference import (PhaseConv, SubpixelUpsampleConv, TwoPassInstanceNorm,
                                     for_inference)
 from network.style_network import ConvLayer, StylizingNetwork, UpsampleConv
@@ -25,9 +25,12 @@ def random_network(cfg: NetworkConfig, seed: int = 0) -> StylizingNetwork:
     return model
 
 
-@pytest.mark.parametrize("cfg", [NetworkConfig(), NetworkConfig(channels=(8, 12, 16), res_blocks=1),
+@pytest.mark.parametrize("cfg", [*NETWORK_SIZES.values(), NetworkConfig(channels=(8, 12, 16), res_blocks=1),
                                  NetworkConfig(channels=(8, 12), stem_kernel=5, final_kernel=7,
-                                               res_blocks=1)])
+                                               res_blocks=1),
+                                 # inner 5x5 kernels: the sub-pixel rewrite does not apply
+                                 NetworkConfig(channels=(8, 12), kernel=5, stem_kernel=3,
+                                               final_kernel=3, res_blocks=1)])
 @pytest.mark.parametrize("shape", [(2, 3, 36, 64), (1, 3, 37, 61), (1, 3, 5, 9)])
 @pytest.mark.parametrize("compiled", [False, True])
 def test_rewritten_network_matches_the_network_as_trained(cfg, shape, compiled):
@@ -54,11 +57,21 @@ def test_every_layer_it_can_rewrite_is_rewritten_and_the_original_is_left_alone(
     assert not any(isinstance(m, TwoPassInstanceNorm) for m in for_inference(model).modules())
 
 
+@pytest.mark.parametrize("name", list(NETWORK_SIZES))
+def test_every_named_size_gets_both_rewrites(name):
+    fast = for_inference(random_network(NETWORK_SIZES[name]))
+    assert isinstance(fast.head, PhaseConv)
+    assert fast.head.weight.shape[-1] == NETWORK_SIZES[name].final_kernel + 1  # k + phases - 1
+    assert all(isinstance(layer, SubpixelUpsampleConv) for layer in fast.up)
+
+
 def test_what_it_cannot_rewrite_stays_and_still_matches():
     bilinear = random_network(NetworkConfig(channels=(8, 12), upsample="bilinear", res_blocks=1))
     fast = for_inference(bilinear)
     assert all(isinstance(layer, UpsampleConv) for layer in fast.up)
     assert isinstance(fast.head, PhaseConv)  # the head does not depend on the upsampling
+    wide = for_inference(random_network(NetworkConfig(channels=(8, 12), kernel=5, res_blocks=1)))
+    assert all(isinstance(layer, UpsampleConv) for layer in wide.up)  # 5x5 after the upsample
     single = random_network(NetworkConfig(channels=(8,), res_blocks=1))  # sides need not be even
     assert isinstance(for_inference(single).head, ConvLayer)
     x = torch.rand(1, 3, 21, 30)

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "else fp32; Gram matrices and losses stay float32")
     p.add_argument("--compile", type=str2bool, default=d["compile"],
                    help="torch.compile the networks: faster steps after a compile of a minute or more")
+    p.add_argument("--network", choices=list(config.NETWORK_SIZES), default=None,
+                   help="size of the stylizing network (config.NETWORK_SIZES): default, or fast for "
+                        "real-time video on a CPU; recorded in the checkpoint, so stylize.py needs no "
+                        "flag (default: default, or the resumed checkpoint's)")
     p.add_argument("--batch_size", type=int, default=d["batch_size"], help="images per training step")
     p.add_argument("--img_size", type=int, default=d["img_size"],
                    help="training images are centre-cropped and resized to img_size x img_size")
@@ -132,6 +136,24 @@ class Position:
     epoch: int = 0
     batch: int = 0
     step: int = 0
+
+
+def network_config(choice: str | None, resumed: dict | None) -> config.NetworkConfig:
+    """The network sizes to train: a resumed checkpoint's own (an explicit --network must then
+    agree with them), else the named size (None: "default")."""
+    if resumed is None:
+        return config.NETWORK_SIZES[choice or "default"]
+    sizes = config.NetworkConfig.from_dict(resumed["network"])
+    if choice is not None and config.NETWORK_SIZES[choice] != sizes:
+        fail(f"--network {choice} differs from the network of the checkpoint being resumed "
+             f"({network_name(sizes) or sizes}): leave --network out to continue it, or choose "
+             "another --model_name to train a new one")
+    return sizes
+
+
+def network_name(sizes: config.NetworkConfig) -> str | None:
+    """The config.NETWORK_SIZES name of these sizes, or None."""
+    return next((name for name, cfg in config.NETWORK_SIZES.items() if cfg == sizes), None)
 
 
 def checkpoint_files(model_dir: Path, model_name: str, kinds: str = "step|epoch") -> list[Path]:
@@ -331,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"cannot create {flag} {folder} ({err.strerror}): choose a writable folder")
 
     torch.manual_seed(args.seed)
-    net_cfg = config.NetworkConfig.from_dict(resumed[1]["network"]) if resumed else config.NetworkConfig()
+    net_cfg = network_config(args.network, resumed[1] if resumed else None)
     model = StylizingNetwork(net_cfg).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scaler = make_scaler(device, dtype)
@@ -378,7 +400,8 @@ def main(argv: list[str] | None = None) -> None:
             "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
             "precision": precision_name(dtype),
-            "network": net_cfg.to_dict(), "loss_net_choice": args.loss_net_choice,
+            "network": net_cfg.to_dict(), "network_size": network_name(net_cfg),
+            "loss_net_choice": args.loss_net_choice,
             "loss_net_preprocess": loss_net.preprocess,
             "loss_weights": weights, "style_image": Path(args.style_path).name,
             "img_size": args.img_size, "batch_size": args.batch_size, "seed": args.seed,

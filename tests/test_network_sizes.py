@@ -1,0 +1,92 @@
+"""Named network sizes: train.py --network, the checkpoint records it, stylize.py follows it;
+benchmarks/network_sizes.py runs on tiny inputs."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+import config
+from conftest import ROOT, random_vgg_file, write_image
+from network.formats import load_model
+from network.style_network import StylizingNetwork
+from stylization import main as stylize_main
+from train import main as train_main
+from utils import UserError, read_checkpoint
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    for i, (w, h) in enumerate([(48, 40), (40, 52)]):
+        write_image(tmp_path / "frames" / f"f{i}.png", w, h, seed=i)
+    write_image(tmp_path / "style.png", 48, 48, seed=42)
+    random_vgg_file(tmp_path / "vgg16.pth", "VGG16", "caffe")
+    return tmp_path
+
+
+def train_args(ws: Path, *extra: str) -> list[str]:
+    return ["--content_dir", str(ws / "frames"), "--style_path", str(ws / "style.png"),
+            "--loss_net_path", str(ws / "vgg16.pth"), "--model_dir", str(ws / "models"),
+            "--train_output_dir", str(ws / "out"), "--model_name", "m.pth.tar", "--img_size", "32",
+            "--style_size", "48", "--batch_size", "2", "--device", "cpu", "--precision", "fp32", *extra]
+
+
+def test_the_fast_size_trains_is_recorded_and_stylises_without_a_flag(workspace):
+    fast = config.NETWORK_SIZES["fast"]
+    assert fast != config.NETWORK_SIZES["default"]
+    train_main.main(train_args(workspace, "--network", "fast"))
+    checkpoint = read_checkpoint(workspace / "models" / "m.pth.tar")
+    assert config.NetworkConfig.from_dict(checkpoint["network"]) == fast
+    assert checkpoint["network_size"] == "fast"
+    model = load_model(workspace / "models" / "m.pth.tar")
+    assert isinstance(model, StylizingNetwork) and model.cfg == fast
+    # resuming keeps the recorded size without the flag
+    train_main.main(train_args(workspace, "--load_model", "True"))
+    resumed = read_checkpoint(workspace / "models" / "m.pth.tar")
+    assert resumed["network"] == checkpoint["network"] and resumed["step"] == 2
+    photo = write_image(workspace / "photo.png", 45, 37)
+    stylize_main.main(["--content_type", "image", "--source", str(photo), "--model_path",
+                       str(workspace / "models" / "m.pth.tar"), "--output_dir", str(workspace / "styled"),
+                       "--real_time", "False", "--device", "cpu"])
+    assert [p.name for p in (workspace / "styled").iterdir()] == ["photo_m.png"]
+
+
+def test_the_network_size_comes_from_the_flag_or_the_resumed_checkpoint():
+    default, fast = config.NETWORK_SIZES["default"], config.NETWORK_SIZES["fast"]
+    assert train_main.network_config(None, None) == default
+    assert train_main.network_config("fast", None) == fast
+    resumed = {"network": fast.to_dict()}
+    assert train_main.network_config(None, resumed) == fast
+    assert train_main.network_config("fast", resumed) == fast
+    with pytest.raises(UserError, match="--network default differs from the network of the checkpoint"):
+        train_main.network_config("default", resumed)
+    assert train_main.network_name(fast) == "fast"
+    assert train_main.network_name(config.NetworkConfig(channels=(8, 8))) is None
+
+
+def test_network_sizes_benchmark_runs_on_tiny_inputs(workspace, capsys):
+    spec = importlib.util.spec_from_file_location("network_sizes", ROOT / "benchmarks" / "network_sizes.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tiny = "channels=8-12,res_blocks=1,stem_kernel=3,final_kernel=3"
+    assert bench.parse_candidate(tiny) == config.NetworkConfig(channels=(8, 12), res_blocks=1,
+                                                                stem_kernel=3, final_kernel=3)
+    assert bench.parse_candidate("fast") == config.NETWORK_SIZES["fast"]
+    with pytest.raises(Exception, match="key=value"):
+        bench.parse_candidate("widths=8")
+    torch.manual_seed(0)
+    bench.main(["--candidates", tiny, "channels=8-16,res_blocks=1,stem_kernel=5,final_kernel=5",
+                "--size", "40x24", "--frames", "2", "--rounds", "1", "--device", "cpu",
+                "--train_steps", "2", "--content_dir", str(workspace / "frames"),
+                "--style_path", str(workspace / "style.png"), "--loss_net_path", str(workspace / "vgg16.pth"),
+                "--img_size", "32", "--style_size", "48", "--eval_images", "2", "--train_batch_size", "2",
+                "--train_precision", "fp32"])
+    out = capsys.readouterr().out
+    speed_rows = [line for line in out.splitlines() if line.startswith("| 8-")]
+    assert len(speed_rows) == 4  # two candidates, speed and loss tables
+    assert "fp32 frames/s" in out and "bf16 frames/s" in out
+    assert "1.00x" in speed_rows[0]  # the first candidate is the reference
+    loss_rows = [line.split("|") for line in speed_rows[2:]]
+    assert all(float(row[2]) > 0 and float(row[4]) > 0 for row in loss_rows)  # content, style losses
