@@ -111,6 +111,19 @@ class BackgroundWriter:
         self._stage.raise_error()
 
 
+def _shut_down(stop: threading.Event, writer: BackgroundWriter | None, producer: _Stage) -> None:
+    """How both pipelines end, normally, on an error or on Ctrl-C (or SIGTERM/SIGHUP, which
+    stylize.py turns into the same): the producer is told to stop, everything stylised so far is
+    written (so a partial video holds it), and the producer is waited for even when the writer
+    failed (a full disk), so no thread still reads the source after the call returns."""
+    stop.set()
+    try:
+        if writer is not None:
+            writer.close()
+    finally:
+        producer.join()
+
+
 def stylize_stream(frames: Iterable[Frame], process: Process, batch_size: int,
                    write: Write | None = None, show: Show | None = None,
                    on_batch: Callable[[int], None] | None = None) -> bool:
@@ -145,10 +158,7 @@ def stylize_stream(frames: Iterable[Frame], process: Process, batch_size: int,
         reader.raise_error()
         return True
     finally:
-        stop.set()
-        if writer is not None:
-            writer.close()
-        reader.join()
+        _shut_down(stop, writer, reader)
 
 
 class LatestFrame:
@@ -233,7 +243,4 @@ def stylize_live(frames: Iterable[Frame], process: Process, write: Write | None 
         capturer.raise_error()
         return True
     finally:
-        stop.set()
-        if writer is not None:
-            writer.close()
-        capturer.join()
+        _shut_down(stop, writer, capturer)
