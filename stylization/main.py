@@ -55,9 +55,10 @@ class Stopped(KeyboardInterrupt):
 
 
 def _silence_hung_up_terminal() -> None:
-    """After a hang-up the terminal is gone and every write to it fails (EIO); the progress
-    bar's last update would then end the run before the partial video is finished. Output
-    meant for that terminal goes to /dev/null instead; files and pipes are left alone."""
+    """After a hang-up the terminal is gone and every write to it fails (EIO): the progress
+    bar copes (tqdm stops drawing), but the note on the partial video would then end the run
+    with a traceback and status 1. Output meant for that terminal goes to /dev/null instead;
+    files and pipes are left alone."""
     import termios  # Unix only, like SIGHUP
 
     for fd in (1, 2):

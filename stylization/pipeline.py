@@ -98,7 +98,17 @@ class BackgroundWriter:
         self._stage.start()
 
     def _drain(self) -> None:
-        while (frame := self._frames.get()) is not _END:
+        # Polled, not a blocking get(): Ctrl-C (and SIGTERM/SIGHUP, raised the same way) can
+        # strike the main thread inside Queue.put after the frame went in but before the
+        # wake-up; a blocking get() would then sleep through every later put, _END included,
+        # and close() would wait for ever (seen once in a SIGHUP test).
+        while True:
+            try:
+                frame = self._frames.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if frame is _END:
+                return
             self._write(frame)
 
     def put(self, frame: np.ndarray) -> None:

@@ -142,13 +142,13 @@ class _OpenCVEncoder:
     def __init__(self, target: str, fps: float, size: tuple[int, int], fourcc: str, path: Path):
         self._writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*fourcc), fps, size)
         self.opened = self._writer.isOpened()
-        self._target, self._path = target, path
+        self._path = path
 
     def write(self, frame: np.ndarray) -> None:
         # OpenCV reports a failed write only by returning False (OpenCV 4 returns None even
         # then); it does not say why, so a full disk is told by the free space left.
         if self._writer.write(_to_bgr(frame)) is False:
-            if shutil.disk_usage(Path(self._target).parent).free < frame.nbytes:
+            if shutil.disk_usage(self._path.parent).free < frame.nbytes:
                 raise disk_full(self._path)
             raise RuntimeError(f"OpenCV could not write a frame of {self._path}")
 
