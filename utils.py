@@ -435,13 +435,23 @@ def extract_frames(video_dir: str | Path, frames_dir: str | Path, every: int = 1
                     if size != (width, height):
                         frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
                     target = frames_dir / f"{video.stem}_{index:06d}.jpg"
-                    atomic_write(target, lambda tmp, f=frame: cv2.imwrite(tmp, f, [cv2.IMWRITE_JPEG_QUALITY, 95]))
+                    atomic_write(target, lambda tmp, f=frame: _write_jpeg(cv2, tmp, f))
                     saved += 1
                 index += 1
         finally:
             capture.release()
         counts[video.name] = saved
     return counts
+
+
+def _write_jpeg(cv2, path: str, frame: np.ndarray) -> None:
+    """cv2.imwrite, raising where it only returns False: OpenCV does not say why, so a full
+    disk is told by the free space left (atomic_write then reports it and keeps nothing)."""
+    if cv2.imwrite(path, frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+        return
+    if shutil.disk_usage(Path(path).parent).free < frame.nbytes:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    raise OSError(f"OpenCV could not write {path}")
 
 
 def _main(argv: list[str] | None = None) -> None:

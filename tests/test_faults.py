@@ -296,6 +296,18 @@ def test_loss_log_on_a_full_disk(workspace):  # noqa: F811
     assert not (workspace / "models").exists() or not any((workspace / "models").iterdir())
 
 
+def test_extracted_frames_on_a_full_disk_leave_no_empty_jpeg(tmp_path, small_disk):
+    if small_disk is None:
+        pytest.skip("needs a small disk to mount (OpenCV's writer cannot be made to fail otherwise)")
+    write_video(tmp_path / "videos" / "clip.mp4", frames=30, width=160, height=120)
+    fill(small_disk, 16 << 10)
+    result = run_script("utils.py", "extract-frames", "--video_dir", str(tmp_path / "videos"),
+                        "--frames_dir", str(small_disk))
+    assert result.returncode == 2 and "the disk is full" in result.stderr, result.stderr
+    kept = [p for p in small_disk.iterdir() if p.name != "ballast"]
+    assert kept and all(p.stat().st_size > 0 and p.suffix == ".jpg" for p in kept)  # whole frames only
+
+
 def test_atomic_write_on_a_full_disk_raises_disk_full_and_keeps_the_old_file(tmp_path):
     target = tmp_path / "m_losses.csv"
     target.write_text("old")
