@@ -89,6 +89,13 @@ EXPORT_CHECK_SHAPE = (2, 3, 71, 97)
 EXPORT_TOLERANCE = 1e-3  # largest difference allowed on the [0, 1] scale: a quarter of an 8-bit level
 
 CHECKPOINT_FORMAT_VERSION = 1
+
+# Training images that cannot be read (truncated, damaged, vanished) are skipped with a warning
+# and replaced by their neighbour in the folder; the run stops only when more than this share
+# of the data set is unreadable (a real set of tens of thousands of frames often holds a few
+# broken files; many mean a broken extraction). One such image is always tolerated, so that a
+# small set is not refused for a single file.
+MAX_UNREADABLE_SHARE = 0.05
 KEEP_TEMP_CHECKPOINTS = 3  # rolling checkpoints written every --save_freq batches
 
 # Defaults of train.py, as in the original README's table, except load_model (see

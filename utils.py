@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
+import io
 import os
 import platform
 import shutil
 import sys
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -28,8 +31,47 @@ class UserError(Exception):
     """A problem with the user's input: printed as one line, exit status 2, no traceback."""
 
 
+class DiskFull(UserError):
+    """A write failed because the disk (or the user's quota) is full. Unlike other user errors
+    it ends a whole run, also one over a folder of files: every later write would fail too."""
+
+
+# Both mean that nothing more fits: ENOSPC a full file system, EDQUOT a full quota.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 def fail(message: str) -> None:
     raise UserError(message)
+
+
+def disk_full(path: str | Path, err: OSError | None = None) -> DiskFull:
+    """The one-line error for a write of path that found the disk full."""
+    reason = os.strerror(err.errno) if err is not None and err.errno else os.strerror(errno.ENOSPC)
+    return DiskFull(f"cannot write {path}: the disk is full ({reason}); free some space or "
+                    "write to another disk (nothing half-written was left under that name)")
+
+
+@contextmanager
+def full_disk_is_an_error(path: str | Path) -> Iterator[None]:
+    """Turn an OSError of a full disk inside the block into DiskFull naming path; other errors
+    pass unchanged. The block cleans up its own temporary files."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in DISK_FULL_ERRNOS:
+            raise
+        raise disk_full(path, err) from None
+
+
+def warn_if_short_of_space(folder: str | Path, needed_bytes: int, what: str) -> bool:
+    """Warn (and return True) when folder's disk has less free space than needed_bytes, before
+    anything is written, rather than failing hours later."""
+    free = shutil.disk_usage(folder).free
+    if free >= needed_bytes:
+        return False
+    warnings.warn(f"{folder} has {free / 1e6:.1f} MB free, but {what} need about "
+                  f"{needed_bytes / 1e6:.1f} MB: the disk may fill up during the run", stacklevel=2)
+    return True
 
 
 def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
@@ -45,8 +87,17 @@ def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = N
         # Under torchrun the processes of one machine read the same flags and files, so they
         # meet the same problems: its first process says it once.
         if os.environ.get("LOCAL_RANK", "0") == "0":
+            _close_progress_bars()
             print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars an error left drawn (training's epoch bar), so that the error
+    gets a line of its own rather than trailing the bar."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -183,6 +234,26 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
 
 
 # ----------------------------------------------------------------------------- images
+# What decoding a damaged, truncated or vanished image file raises (PIL and the file system).
+IMAGE_READ_ERRORS = (OSError, SyntaxError, ValueError)
+
+
+def decode_image(path: str | Path) -> Image.Image:
+    """Any image file as 8-bit RGB, with its EXIF rotation applied; raises one of
+    IMAGE_READ_ERRORS where it cannot be read (load_image turns that into a user error)."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit greyscale: scale to 8 bits rather than clipping at 255.
+            arr = np.asarray(img, dtype=np.float64)
+            img = Image.fromarray(np.clip(arr / 257.0, 0, 255).astype(np.uint8), "L")
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, rgba)
+        return img.convert("RGB")
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Open any image file as 8-bit RGB, with its EXIF rotation applied."""
     path = Path(path)
@@ -191,18 +262,8 @@ def load_image(path: str | Path) -> Image.Image:
     if path.is_dir():
         fail(f"{path} is a directory, but an image file is expected")
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # 16-bit greyscale: scale to 8 bits rather than clipping at 255.
-                arr = np.asarray(img, dtype=np.float64)
-                img = Image.fromarray(np.clip(arr / 257.0, 0, 255).astype(np.uint8), "L")
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, rgba)
-            return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as err:
+        return decode_image(path)
+    except IMAGE_READ_ERRORS as err:
         fail(f"{path} is not a readable image ({err}): give a JPEG, PNG or other image file")
     raise AssertionError("unreachable")
 
@@ -275,17 +336,19 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call write(tmp_path), fsync, then rename over path: readers see old or new, never half.
 
     The temporary file keeps path's extension (see temp_file_beside).
+    A full disk (ENOSPC, EDQUOT) raises DiskFull naming path, with the old file kept.
     """
     path = Path(path)
-    tmp = temp_file_beside(path)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with full_disk_is_an_error(path):
+        tmp = temp_file_beside(path)
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -311,7 +374,19 @@ def model_stem(model_path: str | Path) -> str:
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+    """Write a checkpoint atomically. It is serialised in memory first and written with plain
+    file writes: torch.save's own writer reports a full disk as a RuntimeError without errno
+    ("unexpected pos"), which could not be told from other faults."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
+
+
+def expected_checkpoint_bytes(model: torch.nn.Module) -> int:
+    """About how large a training checkpoint of model is: its weights and Adam's two moments
+    of each, plus a little for the rest."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 3 * weights + (64 << 10)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -385,13 +460,23 @@ def extract_frames(video_dir: str | Path, frames_dir: str | Path, every: int = 1
                     if size != (width, height):
                         frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
                     target = frames_dir / f"{video.stem}_{index:06d}.jpg"
-                    atomic_write(target, lambda tmp, f=frame: cv2.imwrite(tmp, f, [cv2.IMWRITE_JPEG_QUALITY, 95]))
+                    atomic_write(target, lambda tmp, f=frame: _write_jpeg(cv2, tmp, f))
                     saved += 1
                 index += 1
         finally:
             capture.release()
         counts[video.name] = saved
     return counts
+
+
+def _write_jpeg(cv2, path: str, frame: np.ndarray) -> None:
+    """cv2.imwrite, raising where it only returns False: OpenCV does not say why, so a full
+    disk is told by the free space left (atomic_write then reports it and keeps nothing)."""
+    if cv2.imwrite(path, frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+        return
+    if shutil.disk_usage(Path(path).parent).free < frame.nbytes:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    raise OSError(f"OpenCV could not write {path}")
 
 
 def _main(argv: list[str] | None = None) -> None:

@@ -6,11 +6,15 @@ the network and encoding overlapped for files, the newest frame only for live so
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import signal
 import sys
-from contextlib import ExitStack
+import threading
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,12 +33,71 @@ from stylization.processor import Processor, default_batch_size, stylize_precisi
 from stylization.sink import Display, ImageSink, VideoSink, display_available
 from stylization.stability import StabilityResult, WarpErrorMeter
 from network.formats import load_model
-from utils import (UserError, check_compiler, fail, find_compiler, keep_freed_memory,
+from utils import (DiskFull, UserError, check_compiler, fail, find_compiler, keep_freed_memory,
                    resolve_device, str2bool)
 
 MIN_MAX_SIZE = 16  # smaller frames carry too little for the network's 9x9 kernels
 IMAGE_SHOW_MS = 2000  # how long a stylised image stays on screen unless a key is pressed
 EXIT_INTERRUPTED = 130  # the shell's convention for a run ended by Ctrl-C
+# What job schedulers, `timeout`, `docker stop` and a closed terminal send instead of Ctrl-C.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised as a KeyboardInterrupt so that the run ends the way Ctrl-C
+    ends it: the video sink saves the frames done so far as a partial video."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum  # the shell's convention for a run ended by a signal
+
+
+def _silence_hung_up_terminal() -> None:
+    """After a hang-up the terminal is gone and every write to it fails (EIO): the progress
+    bar copes (tqdm stops drawing), but the note on the partial video would then end the run
+    with a traceback and status 1. Output meant for that terminal goes to /dev/null instead;
+    files and pipes are left alone."""
+    import termios  # Unix only, like SIGHUP
+
+    for fd in (1, 2):
+        try:
+            termios.tcgetattr(fd)
+        except termios.error as err:
+            if err.args and err.args[0] == errno.EIO:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        except (OSError, ValueError):
+            continue
+
+
+def _stop(signum: int, frame: object) -> None:
+    # Once: a second signal while the partial video is being finished must not cut that short
+    # (SIGKILL still ends the process).
+    for each in STOP_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
+    if signum == getattr(signal, "SIGHUP", None):
+        _silence_hung_up_terminal()
+    raise Stopped(signum)
+
+
+@contextmanager
+def signals_stop_like_ctrl_c() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise Stopped in the main thread (only it may
+    install handlers); the earlier handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    earlier = {each: signal.signal(each, _stop) for each in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for each, handler in earlier.items():
+            signal.signal(each, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,7 +323,7 @@ def run_jobs(jobs: list[Job], content_type: ContentType, max_size: int | None,
                                  progress=not batch and content_type is not ContentType.IMAGE,
                                  report=report, stability=stability, look=look)
         except UserError as err:
-            if not batch:
+            if not batch or isinstance(err, DiskFull):  # with a full disk the rest would fail too
                 raise
             # One bad file should not cost the user the rest of a folder.
             tqdm.write(f"warning: skipped: {err}", file=sys.stderr)
@@ -300,12 +363,19 @@ def main(argv: list[str] | None = None) -> None:
     display = open_display(args.real_time, args.save_output)
     report = Report()
     try:
-        run_jobs(jobs, content_type, args.max_size, processor, display, report, args.report_stability,
-                 Look(args.strength, args.preserve_color, args.smooth))
-    except KeyboardInterrupt:
+        with signals_stop_like_ctrl_c():
+            run_jobs(jobs, content_type, args.max_size, processor, display, report,
+                     args.report_stability, Look(args.strength, args.preserve_color, args.smooth))
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP
         report.print()
+        if isinstance(stop, Stopped):
+            print(f"stopped by {stop}", file=sys.stderr)
+            sys.exit(stop.exit_status)
         print("interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except DiskFull:
+        report.print()  # what was saved before the disk filled
+        raise
     finally:
         if display is not None:
             display.close()

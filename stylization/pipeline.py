@@ -98,7 +98,17 @@ class BackgroundWriter:
         self._stage.start()
 
     def _drain(self) -> None:
-        while (frame := self._frames.get()) is not _END:
+        # Polled, not a blocking get(): Ctrl-C (and SIGTERM/SIGHUP, raised the same way) can
+        # strike the main thread inside Queue.put after the frame went in but before the
+        # wake-up; a blocking get() would then sleep through every later put, _END included,
+        # and close() would wait for ever (seen once in a SIGHUP test).
+        while True:
+            try:
+                frame = self._frames.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if frame is _END:
+                return
             self._write(frame)
 
     def put(self, frame: np.ndarray) -> None:
@@ -109,6 +119,19 @@ class BackgroundWriter:
         _put(self._frames, _END, self._stage.is_alive)
         self._stage.join()
         self._stage.raise_error()
+
+
+def _shut_down(stop: threading.Event, writer: BackgroundWriter | None, producer: _Stage) -> None:
+    """How both pipelines end, normally, on an error or on Ctrl-C (or SIGTERM/SIGHUP, which
+    stylize.py turns into the same): the producer is told to stop, everything stylised so far is
+    written (so a partial video holds it), and the producer is waited for even when the writer
+    failed (a full disk), so no thread still reads the source after the call returns."""
+    stop.set()
+    try:
+        if writer is not None:
+            writer.close()
+    finally:
+        producer.join()
 
 
 def stylize_stream(frames: Iterable[Frame], process: Process, batch_size: int,
@@ -145,10 +168,7 @@ def stylize_stream(frames: Iterable[Frame], process: Process, batch_size: int,
         reader.raise_error()
         return True
     finally:
-        stop.set()
-        if writer is not None:
-            writer.close()
-        reader.join()
+        _shut_down(stop, writer, reader)
 
 
 class LatestFrame:
@@ -233,7 +253,4 @@ def stylize_live(frames: Iterable[Frame], process: Process, write: Write | None 
         capturer.raise_error()
         return True
     finally:
-        stop.set()
-        if writer is not None:
-            writer.close()
-        capturer.join()
+        _shut_down(stop, writer, capturer)

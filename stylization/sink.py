@@ -4,8 +4,10 @@ Only this module writes output files. Every sink takes RGB uint8 HxWx3 frames.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,7 +19,7 @@ import cv2
 import numpy as np
 
 import config
-from utils import fail, save_image, temp_file_beside
+from utils import disk_full, fail, full_disk_is_an_error, save_image, temp_file_beside
 
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27 is Esc
 DISPLAY_PROBE_TIMEOUT_S = 15
@@ -71,12 +73,18 @@ def frame_rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+# How FFmpeg's log says that the disk or quota is full (it words errno as the C library does).
+DISK_FULL_REASONS = {os.strerror(code): code for code in (errno.ENOSPC, errno.EDQUOT)}
+
+
 class _FFmpegEncoder:
     """RGB frames piped into FFmpeg, which encodes them (and muxes audio_from's first audio
-    track, cut to the video's length) into `target`."""
+    track, cut to the video's length) into `target`. FFmpeg's messages go to a log file, never
+    to the terminal; `path`, the video's final name, is what errors name."""
 
     def __init__(self, exe: str, target: str, fps: float, size: tuple[int, int], fmt: dict,
-                 audio_from: str | Path | None):
+                 audio_from: str | Path | None, path: Path):
+        self._path = path
         rate = frame_rate(fps)
         video = fmt["video"]
         if "libx264" in video and "libx264" not in ffmpeg_encoders(exe):
@@ -97,9 +105,12 @@ class _FFmpegEncoder:
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                          stderr=self._log, start_new_session=True)
 
-    def _failure(self) -> RuntimeError:
+    def _failure(self) -> Exception:
         self._log.seek(0)
         message = self._log.read().decode(errors="replace").strip()
+        for reason in DISK_FULL_REASONS:
+            if reason in message:
+                return disk_full(self._path, OSError(DISK_FULL_REASONS[reason], reason))
         return RuntimeError(f"FFmpeg failed (exit status {self._process.returncode}): "
                             f"{message[-500:] or 'no message'}")
 
@@ -128,12 +139,18 @@ class _FFmpegEncoder:
 class _OpenCVEncoder:
     """The fallback without FFmpeg: OpenCV's own writer, no sound."""
 
-    def __init__(self, target: str, fps: float, size: tuple[int, int], fourcc: str):
+    def __init__(self, target: str, fps: float, size: tuple[int, int], fourcc: str, path: Path):
         self._writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*fourcc), fps, size)
         self.opened = self._writer.isOpened()
+        self._path = path
 
     def write(self, frame: np.ndarray) -> None:
-        self._writer.write(_to_bgr(frame))
+        # OpenCV reports a failed write only by returning False (OpenCV 4 returns None even
+        # then); it does not say why, so a full disk is told by the free space left.
+        if self._writer.write(_to_bgr(frame)) is False:
+            if shutil.disk_usage(self._path.parent).free < frame.nbytes:
+                raise disk_full(self._path)
+            raise RuntimeError(f"OpenCV could not write a frame of {self._path}")
 
     def close(self) -> None:
         self._writer.release()
@@ -149,7 +166,8 @@ class VideoSink:
     audio track of `audio_from` when given); without it, by OpenCV, without sound, after a
     warning. A crash never leaves a broken file under the final name. Used as a context
     manager, the video is finalised when the block ends normally or by KeyboardInterrupt
-    (then `partial` is True) and deleted when it ends by any other error.
+    (also SIGTERM and SIGHUP, which stylize.py turns into one; then `partial` is True) and
+    deleted when it ends by any other error. A full disk raises utils.DiskFull naming `path`.
     """
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int],
@@ -171,17 +189,18 @@ class VideoSink:
         self.saved = False
         self.partial = False
         # The temporary name keeps the container extension: OpenCV picks the muxer from it.
-        self._tmp = Path(temp_file_beside(path))
+        with full_disk_is_an_error(path):
+            self._tmp = Path(temp_file_beside(path))
         exe = find_ffmpeg()
         if exe is not None:
             self.with_audio = audio_from is not None
             self._encoder = _FFmpegEncoder(exe, str(self._tmp), fps, self.encoded_size, fmt,
-                                           audio_from)
+                                           audio_from, path)
             return
         warnings.warn(f"no FFmpeg found (pip install imageio-ffmpeg): {path.name} is written "
                       f"by OpenCV ({fmt['opencv']}), without sound", stacklevel=2)
         self.with_audio = False
-        self._encoder = _OpenCVEncoder(str(self._tmp), fps, self.encoded_size, fmt["opencv"])
+        self._encoder = _OpenCVEncoder(str(self._tmp), fps, self.encoded_size, fmt["opencv"], path)
         if not self._encoder.opened:
             self.discard()
             fail(f"OpenCV cannot write a {fmt['opencv']} video to {path}")
@@ -195,18 +214,22 @@ class VideoSink:
         self.frames_written += 1
 
     def finish(self) -> Path | None:
-        """Close the video and move it to its final name; None if no frame was written."""
+        """Close the video and move it to its final name; None if no frame was written.
+
+        Any failure (a full disk among them) deletes the temporary file: nothing unfinished
+        is left, under the final name or beside it."""
         try:
-            self._encoder.close()
+            with full_disk_is_an_error(self.path):
+                self._encoder.close()
+                if self.frames_written == 0:
+                    self._tmp.unlink(missing_ok=True)
+                    return None
+                with open(self._tmp, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(self._tmp, self.path)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
-        if self.frames_written == 0:
-            self._tmp.unlink(missing_ok=True)
-            return None
-        with open(self._tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self._tmp, self.path)
         self.saved = True
         return self.path
 

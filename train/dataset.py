@@ -5,18 +5,28 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 from tqdm import tqdm
 
 import config
 from flow import flow_to_tensor, is_scene_cut, optical_flow, valid_flow_mask
-from utils import atomic_write, center_crop_resize, fail, image_to_tensor, list_files, load_image, tensor_to_array
+from utils import (IMAGE_READ_ERRORS, UserError, atomic_write, center_crop_resize, decode_image, fail,
+                   image_to_tensor, list_files, load_image, tensor_to_array)
+
+
+class UnreadableImage(UserError):
+    """A training image that cannot be decoded: `path`, and why."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path} is not a readable image ({reason})")
+        self.path, self.reason = path, reason
 
 
 class ContentDataset(Dataset):
@@ -40,7 +50,94 @@ class ContentDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return image_to_tensor(center_crop_resize(load_image(self.files[index]), self.img_size))
+        """The image at index; UnreadableImage where it cannot be read (SkipUnreadable then
+        takes another)."""
+        path = self.files[index]
+        try:
+            image = decode_image(path)
+        except IMAGE_READ_ERRORS as err:
+            raise UnreadableImage(path, str(err) or type(err).__name__) from None
+        return image_to_tensor(center_crop_resize(image, self.img_size))
+
+
+def allowed_unreadable(total: int) -> int:
+    """How many unreadable images a data set of `total` may hold before training stops."""
+    return max(1, int(config.MAX_UNREADABLE_SHARE * total))
+
+
+Skipped = list[tuple[str, str]]  # (path, reason) of each unreadable image met
+
+
+class SkipUnreadable(Dataset):
+    """dataset's samples, each as (sample, Skipped): an unreadable image is replaced by the
+    next readable one in the folder's order (a neighbouring frame, and the same one on every
+    run, so a resumed run sees what the interrupted one would have).
+
+    The unreadable files travel back with the samples because DataLoader workers are other
+    processes: what they noted in their own copy of the data set would never reach the main
+    process, which warns and counts (UnreadableImages). After allowed_unreadable + 1 failures
+    in a row the data set is over the limit anyway: the sample is then None, and the main
+    process stops before it would be used.
+    """
+
+    def __init__(self, dataset: ContentDataset):
+        self.dataset = dataset
+        self.attempts = min(len(dataset), allowed_unreadable(len(dataset)) + 1)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[object, Skipped]:
+        skipped: Skipped = []
+        for offset in range(self.attempts):
+            try:
+                return self.dataset[(index + offset) % len(self.dataset)], skipped
+            except UnreadableImage as err:
+                skipped.append((str(err.path), err.reason))
+        return None, skipped
+
+
+def collate_skipping(samples: list[tuple[object, Skipped]]) -> tuple[object, Skipped]:
+    """DataLoader's collate_fn for SkipUnreadable: (the batch as default_collate makes it, or
+    None if a sample had no readable stand-in; every unreadable file met)."""
+    skipped = [entry for _, noted in samples for entry in noted]
+    items = [item for item, _ in samples]
+    return (None if any(item is None for item in items) else default_collate(items)), skipped
+
+
+class UnreadableImages:
+    """The main process's account of unreadable training images: a warning the first time
+    each is met, a count per epoch, and a one-line error once more than allowed_unreadable
+    of the data set's `total` images have been met."""
+
+    def __init__(self, total: int, root: str | Path, report: bool = True):
+        self.total, self.root, self.report = total, Path(root), report
+        self.seen: dict[str, str] = {}
+        self.this_epoch: set[str] = set()
+
+    def add(self, skipped: Skipped) -> None:
+        for path, reason in skipped:
+            self.this_epoch.add(path)
+            if path not in self.seen:
+                self.seen[path] = reason
+                if self.report:
+                    tqdm.write(f"warning: skipping unreadable training image {path} ({reason}); "
+                               "another image takes its place", file=sys.stderr)
+        # (a sample without a readable stand-in, None, always ends here: SkipUnreadable gives up
+        # only after more failures than allowed, or after trying every image)
+        if len(self.seen) > allowed_unreadable(self.total) or len(self.seen) >= self.total:
+            fail(f"{len(self.seen)} of the {self.total} training images in {self.root} cannot be "
+                 f"read, more than the {config.MAX_UNREADABLE_SHARE:.0%} allowed "
+                 f"(config.MAX_UNREADABLE_SHARE), e.g. {next(iter(self.seen))}: re-extract or "
+                 "remove the broken files")
+
+    def end_epoch(self, epoch: int) -> int:
+        """Print the epoch's count (if any) and start the next; returns the count."""
+        count, self.this_epoch = len(self.this_epoch), set()
+        if count and self.report:
+            print(f"epoch {epoch}: {count} unreadable image(s) skipped, each replaced by another "
+                  "(see the warnings)")
+        return count
 
 
 def load_style_image(path: str | Path, style_size: int | None) -> torch.Tensor:
@@ -153,9 +250,14 @@ class FramePairDataset(ContentDataset):
             except OSError as err:
                 fail(f"cannot create the flow cache {self.cache_dir} ({err.strerror}): "
                      "choose a writable --flow_cache_dir")
+        computed = 0
         for index, path in tqdm(missing, desc="optical flow", unit="pair", disable=not progress):
-            self._compute(index, path)
-        return len(missing)
+            try:
+                self._compute(index, path)
+                computed += 1
+            except UnreadableImage:
+                continue  # reported when training meets it (SkipUnreadable)
+        return computed
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         frame = self._frame(index)

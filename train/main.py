@@ -28,11 +28,12 @@ from network.loss_network import LossNetwork, build_loss_network
 from network.style_network import StylizingNetwork
 from train import distributed
 from train import loss as L
-from train.dataset import ContentDataset, EpochSampler, FramePairDataset, default_flow_cache_dir, load_style_image
+from train.dataset import (ContentDataset, EpochSampler, FramePairDataset, SkipUnreadable, UnreadableImages,
+                           collate_skipping, default_flow_cache_dir, load_style_image)
 from train.report import LossLog
-from utils import (UserError, autocast, check_compiler, fail, keep_freed_memory, model_stem,
-                   precision_name, read_checkpoint, resolve_device, resolve_precision, save_checkpoint,
-                   save_image, str2bool, tensor_to_array)
+from utils import (UserError, autocast, check_compiler, expected_checkpoint_bytes, fail, keep_freed_memory,
+                   model_stem, precision_name, read_checkpoint, resolve_device, resolve_precision,
+                   save_checkpoint, save_image, str2bool, tensor_to_array, warn_if_short_of_space)
 
 LOSS_TERMS = ("content", "style", "regu", "noise", "flow")
 # (stylised frames t+1, flow from t+1 to t, valid mask) for the flow loss
@@ -380,6 +381,9 @@ def main(argv: list[str] | None = None) -> None:
         end_epoch = resumed[1]["end_epoch"]
         print(f"finishing the interrupted run: epochs {position.epoch + 1} to {end_epoch}")
 
+    if args.save_model and cluster.is_main:  # the rolling ones, one per epoch, and model_name
+        warn_if_short_of_space(model_dir, expected_checkpoint_bytes(model) * (
+            config.KEEP_TEMP_CHECKPOINTS + 1 + end_epoch - position.epoch), "the checkpoints of this run")
     if isinstance(dataset, FramePairDataset):
         cluster.once_per_machine(dataset.prepare)  # the others would compute the same files
     style_grams = style_targets(loss_net, style_image, layers)
@@ -430,16 +434,19 @@ def main(argv: list[str] | None = None) -> None:
           f"{effective_batch}{processes}, on {device} in {precision_name(dtype)}"
           + (", compiled" if args.compile else ""))
     first_epoch = position.epoch
+    unreadable = UnreadableImages(len(dataset), args.content_dir, report=cluster.is_main)
     for epoch in range(first_epoch, end_epoch):
         skip = position.batch * effective_batch if epoch == first_epoch else 0
-        loader = DataLoader(dataset, batch_size=args.batch_size,
+        loader = DataLoader(SkipUnreadable(dataset), batch_size=args.batch_size,
                             sampler=EpochSampler(len(dataset), args.seed, epoch, skip, cluster.rank,
                                                  cluster.world_size),
-                            num_workers=args.num_workers, pin_memory=device.type == "cuda")
+                            num_workers=args.num_workers, pin_memory=device.type == "cuda",
+                            collate_fn=collate_skipping)
         # Counted in images, so the rate reads images/s whatever the batch size.
         bar = tqdm(desc=f"epoch {epoch + 1}", total=per_epoch, initial=skip, unit="img",
                    dynamic_ncols=True, disable=not cluster.is_main)
-        for batch in loader:
+        for batch, skipped in loader:
+            unreadable.add(skipped)  # warns about new ones; stops past config.MAX_UNREADABLE_SHARE
             images, *rest = batch if isinstance(batch, (list, tuple)) else (batch,)
             images = images.to(device, non_blocking=True)
             pair = tuple(t.to(device, non_blocking=True) for t in rest) if rest else None
@@ -463,6 +470,7 @@ def main(argv: list[str] | None = None) -> None:
                 bar.close()
                 interrupted(args, model_dir, position, checkpoint_dict, log, cluster, stop)
         bar.close()
+        unreadable.end_epoch(epoch + 1)
         position.epoch, position.batch = epoch + 1, 0
         if not cluster.is_main:
             continue
