@@ -120,7 +120,20 @@ STYLIZE_DEFAULTS = {
     "batch_size": None,  # None: STYLIZE_BATCH_SIZE for the device
     "precision": "auto",  # see STYLIZE_AUTO_PRECISION
     "compile": "auto",  # see COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES
+    "tile_budget": 8.5,  # megapixels; see TILE_FEATHER below
 }
+
+# --tile_budget: frames of more megapixels than this run on overlapping tiles of about this
+# size (network/tiling.py), so that memory stays bounded however large the photo. The default
+# keeps 4K UHD frames (8.3 megapixels) whole, and holds a 48-megapixel photo under 4 GB on the
+# CPU in float32 (docs/tiling.md).
+# TILE_FEATHER: pixels over which neighbouring tiles cross-fade. TILE_STATISTICS: where the
+# instance norms' statistics come from: "exact" measures each norm's over the tiles at full
+# resolution, one norm after the other (a pass over the tiles up to each norm); "scaled" takes
+# them from one pass over the frame scaled down to the budget (faster, but the scaled-down
+# copy lacks the fine detail the first layers respond to). docs/tiling.md compares them.
+TILE_FEATHER = 16
+TILE_STATISTICS = "exact"
 
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels
 # in all (frames x width x height / 1e6). On the 2-core CPU a cold compile kept the first batch
@@ -178,6 +191,14 @@ VIDEO_FORMATS = {
 }
 # Used instead of _H264 when the FFmpeg found has no libx264 (a build without GPL parts).
 H264_FALLBACK = ["-c:v", "mpeg4", "-q:v", "3", "-pix_fmt", "yuv420p"]
+
+# Several models: the longer side of each picture of a contact sheet (input and each model's
+# output, labelled), in pixels.
+CONTACT_SHEET_CELL = 480
+
+# stylize.py under torchrun (stylization/shard.py): how long the processes wait for each other
+# at the end, that is for the slowest one's share of the files.
+SHARD_TIMEOUT_HOURS = 72
 
 # Webcam / stream mode: the window's frames/s is an average over this many shown frames.
 LIVE_FPS_WINDOW = 10
