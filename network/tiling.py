@@ -86,10 +86,16 @@ def plan_axis(length: int, window: int, radius: int, feather: int, align: int) -
     count = math.ceil(length / core)
     cuts = [0, *[round(i * length / count / align) * align for i in range(1, count)], length]
     reach = radius + (feather + 1) // 2
+    windows = [(max(0, lo - reach) // align * align, min(length, hi + reach))
+               for lo, hi in zip(cuts, cuts[1:])]
+    # Windows of one size (more context never changes a tile's contribution): every tile then
+    # needs the same memory, which the allocator reuses, where tiles of many sizes would leave
+    # it holding blocks of each (glibc keeps freed memory, utils.keep_freed_memory).
+    size = max(stop - start for start, stop in windows)
     spans = []
-    for lo, hi in zip(cuts, cuts[1:]):
-        start = max(0, lo - reach) // align * align
-        spans.append(Span(start, min(length, hi + reach), lo, hi))
+    for (start, stop), lo, hi in zip(windows, cuts, cuts[1:]):
+        start = min(start, (length - size) // align * align)
+        spans.append(Span(start, length if hi == length else min(length, start + size), lo, hi))
     return spans
 
 
