@@ -133,6 +133,9 @@ STYLIZE_DEFAULTS = {
 # them from one pass over the frame scaled down to the budget (faster, but the scaled-down
 # copy lacks the fine detail the first layers respond to). docs/tiling.md compares them.
 TILE_FEATHER = 16
+# A tile's window holds this share of --tile_budget's pixels: the frame, the output being
+# assembled (float32) and the allocator's slack take the rest. Measured in docs/tiling.md.
+TILE_WINDOW_SHARE = 0.5
 TILE_STATISTICS = "exact"
 
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels

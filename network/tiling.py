@@ -7,7 +7,7 @@ tile to tile. With the statistics fixed, every norm is a per-channel affine map 
 is a local operator: an output pixel depends only on the input pixels within receptive_radius of
 it. So TiledNetwork
 
-1. runs the frame scaled down to the budget once, each norm recording its statistics (and
+1. runs the frame scaled down to a tile's size once, each norm recording its statistics (and
    the order in which the norms run);
 2. with config.TILE_STATISTICS "exact", measures each norm's statistics at full resolution, one
    norm after the other: a pass over the tiles, with the norms before it already exact, that
@@ -269,7 +269,9 @@ class TiledNetwork:
         return min_window(self.radius, self.feather, self.align)
 
     def plan(self, height: int, width: int, budget_pixels: float) -> TilePlan:
-        window_h, window_w = tile_window(height, width, budget_pixels, self.min_side)
+        """Tiles of a frame above budget_pixels: windows of config.TILE_WINDOW_SHARE of it."""
+        window_h, window_w = tile_window(height, width, budget_pixels * config.TILE_WINDOW_SHARE,
+                                         self.min_side)
         return TilePlan(plan_axis(height, window_h, self.radius, self.feather, self.align),
                         plan_axis(width, window_w, self.radius, self.feather, self.align))
 
@@ -287,7 +289,9 @@ class TiledNetwork:
         height, width = frame.shape[:2]
         plan = self.plan(height, width, budget_pixels)
         with torch.inference_mode():
-            scale = min(1.0, math.sqrt(budget_pixels / (height * width)))
+            # No larger than a tile's window: no pass needs more memory than a tile's.
+            window = max(r.stop - r.start for r in plan.rows) * max(c.stop - c.start for c in plan.columns)
+            scale = min(1.0, math.sqrt(window / (height * width)))
             small = cv2.resize(frame, (max(1, round(width * scale)), max(1, round(height * scale))),
                                interpolation=cv2.INTER_AREA)
             self._order.clear()
