@@ -157,6 +157,9 @@ def receptive_radius(model: nn.Module, probe_side: int = 64) -> tuple[int, int]:
     return math.ceil(radius), int(round(stride))
 
 
+_SUM_ROWS = 64  # rows of a feature map summed at once when measuring statistics
+
+
 class _Measured(Exception):
     """Ends a tile's run at the norm being measured."""
 
@@ -203,8 +206,13 @@ class _StoredStatsNorm(nn.Module):
         # the map's end, the rows and columns the network padded included, as on the whole frame.
         sy, sx = round(window_h / y.shape[-2]), round(window_w / y.shape[-1])
         part = y[..., y0 // sy: None if y1 is None else y1 // sy,
-                 x0 // sx: None if x1 is None else x1 // sx].double()
-        sums = torch.stack([part.sum((0, 2, 3)), part.square().sum((0, 2, 3))])
+                 x0 // sx: None if x1 is None else x1 // sx]
+        # A band of rows at a time, in float32, into float64 sums: a float64 copy or the squares
+        # of a whole full-resolution map would need more memory than the tile's pass itself.
+        sums = torch.zeros(2, y.shape[1], dtype=torch.float64, device=y.device)
+        for band in part.split(_SUM_ROWS, dim=-2):
+            sums[0] += band.sum((0, 2, 3)).double()
+            sums[1] += band.square().sum((0, 2, 3)).double()
         self.sums = sums if self.count == 0 else self.sums + sums
         self.count += part.shape[-1] * part.shape[-2]
 

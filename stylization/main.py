@@ -83,9 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the network: True, False, or auto (the default): only for "
                         "videos long enough to repay the compiler's wait, on a CPU")
     p.add_argument("--tile_budget", type=float, default=d["tile_budget"],
-                   help="megapixels: larger frames run on overlapping tiles of about this size, with "
-                        "the whole frame's instance-norm statistics, so memory stays bounded "
-                        "(0: never tile; default: %(default)s)")
+                   help="megapixels: larger frames run on overlapping tiles (windows of half this "
+                        "size) with the whole frame's instance-norm statistics, so memory stays "
+                        "bounded; ONNX models are never tiled (0: never tile; default: %(default)s)")
     p.add_argument("--report_stability", type=str2bool, default=False,
                    help="videos: print each video's warping error E_warp (temporal flicker; "
                         "lower is steadier) and the input's own after the run (default: %(default)s)")
