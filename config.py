@@ -142,6 +142,7 @@ STYLIZE_DEFAULTS = {
     "strength": 1.0,  # the network's output as it is
     "preserve_color": False,
     "smooth": 0.0,  # off (docs/smoothing.md)
+    "tile_budget": 8.5,  # megapixels; see TILE_FEATHER below
 }
 
 # Luminance of RGB for --preserve_color (stylization/blend.py): ITU-R BT.601, the Y of JPEG's
@@ -161,6 +162,21 @@ SMOOTH_WARP_MODE = "bicubic"
 # over unsmoothed (content distance +1%); all of it (share 1) kept the style at +4% but moved
 # the content to +11%; half is between the two (docs/smoothing.md).
 SMOOTH_DETAIL = {"sigma": 2.0, "share": 0.5, "max_gain": 2.0}
+
+# --tile_budget: frames of more megapixels than this run on overlapping tiles of about this
+# size (network/tiling.py), so that memory stays bounded however large the photo. The default
+# keeps 4K UHD frames (8.3 megapixels) whole, and holds a 48-megapixel photo under 4 GB on the
+# CPU in float32 (docs/tiling.md).
+# TILE_FEATHER: pixels over which neighbouring tiles cross-fade. TILE_STATISTICS: where the
+# instance norms' statistics come from: "exact" measures each norm's over the tiles at full
+# resolution, one norm after the other (a pass over the tiles up to each norm); "scaled" takes
+# them from one pass over the frame scaled down to the budget (faster, but the scaled-down
+# copy lacks the fine detail the first layers respond to). docs/tiling.md compares them.
+TILE_FEATHER = 16
+# A tile's window holds this share of --tile_budget's pixels: the frame, the output being
+# assembled (float32) and the allocator's slack take the rest. Measured in docs/tiling.md.
+TILE_WINDOW_SHARE = 0.5
+TILE_STATISTICS = "exact"
 
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels
 # in all (frames x width x height / 1e6). On the 2-core CPU a cold compile kept the first batch
@@ -235,6 +251,14 @@ VIDEO_FORMATS = {
 }
 # Used instead of _H264 when the FFmpeg found has no libx264 (a build without GPL parts).
 H264_FALLBACK = ["-c:v", "mpeg4", "-q:v", "3", "-pix_fmt", "yuv420p"]
+
+# Several models: the longer side of each picture of a contact sheet (input and each model's
+# output, labelled), in pixels.
+CONTACT_SHEET_CELL = 480
+
+# stylize.py under torchrun (stylization/shard.py): how long the processes wait for each other
+# at the end, that is for the slowest one's share of the files.
+SHARD_TIMEOUT_HOURS = 72
 
 # Webcam / stream mode: the window's frames/s is an average over this many shown frames.
 LIVE_FPS_WINDOW = 10

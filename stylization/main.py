@@ -27,13 +27,17 @@ from stylization.content_source.base import ContentSource
 from stylization.content_source.factory import create_source
 from stylization.content_source.video import VideoSource
 from stylization.enum_class import ContentType
-from stylization.paths import Job, find_inputs, plan_jobs
+from stylization import shard
+from stylization.content_source.base import scale_within
+from stylization.paths import Job, Sheet, find_inputs, find_models, model_labels, plan_outputs
 from stylization.pipeline import stylize_live, stylize_stream
 from stylization.processor import Processor, default_batch_size, stylize_precision
-from stylization.sink import Display, ImageSink, VideoSink, display_available
+from stylization.sink import (Display, ImageSink, VideoSink, display_available,
+                              write_contact_sheet)
 from stylization.stability import StabilityResult, WarpErrorMeter
 from network.formats import load_model
 from utils import (DiskFull, UserError, check_compiler, fail, find_compiler, keep_freed_memory,
+                   load_image,
                    resolve_device, str2bool)
 
 MIN_MAX_SIZE = 16  # smaller frames carry too little for the network's 9x9 kernels
@@ -116,9 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_size", type=int, default=d["max_size"],
                    help="scale frames down so their longer side is at most this many pixels "
                         "(never up; default: keep the source's size)")
-    p.add_argument("--model_path", required=True,
+    p.add_argument("--model_path", required=True, nargs="+",
                    help="the model: a train.py checkpoint such as trained_models/mosaic.pth.tar, the "
-                        "original project's .pth.tar, a pytorch/examples .pth, or an exported .onnx")
+                        "original project's .pth.tar, a pytorch/examples .pth, or an exported .onnx; "
+                        "or several of them, or folders of them: every source is stylised with every "
+                        "model (images also get a labelled contact sheet), and on a webcam keys n "
+                        "and p switch models")
     p.add_argument("--output_dir", default=d["output_dir"],
                    help="folder for the stylised output, created if missing (default: %(default)s)")
     p.add_argument("--output_name", default=None,
@@ -157,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="videos and webcams: steadier output, 0 (off, the default) to below 1: each "
                         "frame is blended this much with the previous output, moved along the "
                         "input's optical flow where it is reliable; never across scene cuts")
+    p.add_argument("--tile_budget", type=float, default=d["tile_budget"],
+                   help="megapixels: larger frames run on overlapping tiles (windows of half this "
+                        "size) with the whole frame's instance-norm statistics, so memory stays "
+                        "bounded; ONNX models are never tiled (0: never tile; default: %(default)s)")
     p.add_argument("--report_stability", type=str2bool, default=False,
                    help="videos: print each video's warping error E_warp (temporal flicker; "
                         "lower is steadier) and the input's own after the run (default: %(default)s)")
@@ -176,6 +187,11 @@ class Report:
     def add(self, sink: ImageSink | VideoSink) -> None:
         (self.partial if sink.partial else self.saved).append(sink.path)
 
+    def merge(self, others: list["Report"]) -> "Report":
+        """One report of several processes' (torchrun)."""
+        return Report(*[[item for other in others for item in getattr(other, name)]
+                        for name in ("saved", "partial", "skipped", "stability")])
+
     def print(self) -> None:
         for path in self.partial:
             print(f"partial video (interrupted) saved to {path}")
@@ -187,6 +203,67 @@ class Report:
                 print(f"saved {path}")
         for label, result in self.stability:
             print(result.line(label))
+
+
+class ModelSwitch:
+    """The processor a live source runs, switched by the keys n (next) and p (previous) in the
+    window; called like a Processor."""
+
+    NEXT, PREVIOUS = (ord("n"), ord("N")), (ord("p"), ord("P"))
+
+    def __init__(self, processors: list[Processor], labels: list[str]):
+        self.processors, self.labels, self.index = processors, labels, 0
+        self.batch_size = 1
+        self._told = False
+
+    def __call__(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        return self.processors[self.index](batch)
+
+    @property
+    def label(self) -> str | None:
+        """What the window shows: the model, when there is a choice."""
+        if len(self.processors) == 1:
+            return None
+        return f"{self.labels[self.index]} ({self.index + 1}/{len(self.processors)}, n/p)"
+
+    def key(self, key: int | None) -> None:
+        step = 1 if key in self.NEXT else -1 if key in self.PREVIOUS else 0
+        if step and len(self.processors) == 1:
+            if not self._told:
+                print("note: n and p switch between models, and this run has one: give --model_path "
+                      "several models or a folder of them", file=sys.stderr)
+                self._told = True
+        elif step:
+            self.index = (self.index + step) % len(self.processors)
+
+
+def load_models(paths: list[str], device: torch.device) -> tuple[list[str], list[torch.nn.Module]]:
+    """The models --model_path names, loaded: files as given (a bad one is an error), folders'
+    files that load (the others are skipped with a warning; a folder with none is an error)."""
+    files, folders = find_models(paths)
+    loaded: list[tuple[str, torch.nn.Module]] = []
+    refused: list[str] = []
+    for file in files:
+        try:
+            loaded.append((file, load_model(file, device)))
+        except UserError as err:
+            if file in paths:
+                raise
+            refused.append(f"{file} ({err})")
+    if not loaded:
+        fail(f"no loadable model in {', '.join(folders)}: {refused[0]}")
+    for reason in refused:
+        print(f"warning: skipped model {reason}", file=sys.stderr)
+    return [file for file, _ in loaded], [model for _, model in loaded]
+
+
+def write_sheet(sheet: Sheet, labels: list[str], max_size: int | None, report: Report) -> None:
+    """The contact sheet of one image source: the input and each output that was saved."""
+    cells = [("input", scale_within(np.asarray(load_image(sheet.source)), max_size))]
+    cells += [(labels[job.model], np.asarray(load_image(job.output)))
+              for job in sheet.parts if job.output is not None and job.output.exists()]
+    if len(cells) > 2:
+        report.saved.append(write_contact_sheet(sheet.output, cells))
 
 
 def auto_or_bool(value: str) -> str | bool:
@@ -230,6 +307,9 @@ def remember_compiled(processor: Processor, model: torch.nn.Module, device: torc
 def check_args(args: argparse.Namespace) -> None:
     if args.max_size is not None and args.max_size < MIN_MAX_SIZE:
         fail(f"--max_size must be at least {MIN_MAX_SIZE} (got {args.max_size})")
+    if args.tile_budget < 0:
+        fail(f"--tile_budget is in megapixels and cannot be negative (got {args.tile_budget}); "
+             "0 turns tiling off")
     if args.batch_size is not None and args.batch_size < 1:
         fail(f"--batch_size must be at least 1 (got {args.batch_size})")
     if not 0 <= args.strength <= 1:
@@ -268,14 +348,19 @@ def open_sink(content_type: ContentType, path: Path, source: ContentSource,
     return VideoSink(path, source.fps, source.size, audio_from=audio)
 
 
-def stylize_frames(source: ContentSource, processor: Processor, sink: ImageSink | VideoSink | None,
-                   display: Display | None, progress: bool, meter: WarpErrorMeter | None = None,
-                   look: Look = Look()) -> bool:
+def stylize_frames(source: ContentSource, processor: Processor | ModelSwitch,
+                   sink: ImageSink | VideoSink | None, display: Display | None, progress: bool,
+                   meter: WarpErrorMeter | None = None, look: Look = Look()) -> bool:
     """Stylise every frame of source into the sink, window and stability meter, with the look
     applied (the meter scores the output); False if the user stopped."""
     write = sink.write if sink is not None else None
     wait_ms = IMAGE_SHOW_MS if source.fps is None else 1
     show = (lambda frame, fps: display.show(frame, wait_ms, fps)) if display is not None else None
+    if display is not None and isinstance(processor, ModelSwitch):
+        def show(frame: np.ndarray, fps: float | None) -> bool:
+            keep_going = display.show(frame, wait_ms, fps, label=processor.label)
+            processor.key(display.last_key)
+            return keep_going
     process = processor
     finish = None if look.is_identity else look.start()
     if meter is not None or finish is not None:
@@ -294,9 +379,9 @@ def stylize_frames(source: ContentSource, processor: Processor, sink: ImageSink 
                               on_batch=bar.update)
 
 
-def run_job(job: Job, content_type: ContentType, max_size: int | None, processor: Processor,
-            display: Display | None, progress: bool, report: Report, stability: bool = False,
-            look: Look = Look()) -> bool:
+def run_job(job: Job, content_type: ContentType, max_size: int | None,
+            processor: Processor | ModelSwitch, display: Display | None, progress: bool,
+            report: Report, stability: bool = False, look: Look = Look()) -> bool:
     """Stylise one source; False if the user asked to stop the whole run."""
     sink = None
     meter = WarpErrorMeter() if stability else None
@@ -314,13 +399,16 @@ def run_job(job: Job, content_type: ContentType, max_size: int | None, processor
 
 
 def run_jobs(jobs: list[Job], content_type: ContentType, max_size: int | None,
-             processor: Processor, display: Display | None, report: Report,
-             stability: bool = False, look: Look = Look()) -> None:
+             processor: Processor | ModelSwitch | list[Processor], display: Display | None,
+             report: Report, stability: bool = False, look: Look = Look(),
+             progress: bool = True) -> None:
+    """Each job with its model's processor (job.model indexes a list of them)."""
+    processors = processor if isinstance(processor, list) else [processor]
     batch = len(jobs) > 1
-    for job in tqdm(jobs, unit="file", disable=not batch):
+    for job in tqdm(jobs, unit="file", disable=not batch or not progress):
         try:
-            keep_going = run_job(job, content_type, max_size, processor, display,
-                                 progress=not batch and content_type is not ContentType.IMAGE,
+            keep_going = run_job(job, content_type, max_size, processors[job.model], display,
+                                 progress=progress and not batch and content_type is not ContentType.IMAGE,
                                  report=report, stability=stability, look=look)
         except UserError as err:
             if not batch or isinstance(err, DiskFull):  # with a full disk the rest would fail too
@@ -338,34 +426,59 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_args(args)
     content_type = ContentType(args.content_type)
+    share = shard.join()
+    if share.world_size > 1 and content_type is ContentType.WEBCAM:
+        fail("torchrun shares files among processes: use it with a folder or pattern of images or "
+             "videos, not a webcam")
     output_dir = Path(args.output_dir) if args.save_output else None
     inputs = find_inputs(content_type, args.source, output_dir)
-    device = resolve_device(args.device)
+    device = share.device(resolve_device(args.device))
     keep_freed_memory()
-    jobs, notes = plan_jobs(inputs, content_type, output_dir, args.output_name, args.model_path,
-                            args.overwrite)
-    model = load_model(args.model_path, device)
+    model_paths, models = load_models(args.model_path, device)
+    labels = model_labels(model_paths)
+    # Every process plans every output, so that all pick the same names; each then does its
+    # share of the sources (with all their models, so that a contact sheet's parts are its own).
+    jobs, notes, sheets = plan_outputs(inputs, content_type, output_dir, args.output_name,
+                                       model_paths, args.overwrite)
+    mine = set(share.take(inputs.sources))
+    all_jobs, jobs = jobs, [job for job in jobs if job.source in mine]
+    sheets = [sheet for sheet in sheets if sheet.source in mine]
     dtype = stylize_precision(args.precision, device)
     batch_size = args.batch_size or default_batch_size(device)
     compiled = args.compile
     if compiled == "auto":
         compiled = compile_pays(content_type, jobs, args.max_size, device,
-                                warm=lambda size: compile_cache.is_warm(
-                                    compile_cache.shape_key(model, dtype, device, size, batch_size)))
+                                warm=lambda size: all(compile_cache.is_warm(
+                                    compile_cache.shape_key(model, dtype, device, size, batch_size))
+                                    for model in models))
         if compiled:
             notes.append("compiling the network for these videos (--compile auto): the first "
                          "frames wait for the compiler")
-    processor = Processor(model, device, dtype, channels_last=config.STYLIZE_CHANNELS_LAST,
-                          compile=compiled, batch_size=batch_size,
-                          guard_precision=args.precision == "auto")
-    for note in notes:
-        print(note)
+    processors = [Processor(model, device, dtype, channels_last=config.STYLIZE_CHANNELS_LAST,
+                            compile=compiled, batch_size=batch_size,
+                            guard_precision=args.precision == "auto",
+                            tile_budget=args.tile_budget or None) for model in models]
+    if share.world_size > 1:
+        notes.append(f"{share.world_size} processes share the {len(inputs.sources)} files")
+    if share.is_main:
+        for note in notes:
+            print(note)
+    share.barrier()  # names are planned everywhere before anything is written
+    if share.world_size > 1 and args.real_time:
+        print("warning: --real_time is ignored under torchrun; output is still saved", file=sys.stderr)
+        args.real_time = False
+        if not args.save_output:
+            fail("under torchrun nothing can be shown and --save_output is False: nothing would be saved")
     display = open_display(args.real_time, args.save_output)
+    work = (ModelSwitch(processors, labels) if content_type is ContentType.WEBCAM
+            else processors)
     report = Report()
     try:
         with signals_stop_like_ctrl_c():
-            run_jobs(jobs, content_type, args.max_size, processor, display, report,
-                     args.report_stability, Look(args.strength, args.preserve_color, args.smooth))
+            run_jobs(jobs, content_type, args.max_size, work, display, report, args.report_stability,
+                     Look(args.strength, args.preserve_color, args.smooth), progress=share.is_main)
+            for sheet in sheets:
+                write_sheet(sheet, labels, args.max_size, report)
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP
         report.print()
         if isinstance(stop, Stopped):
@@ -379,7 +492,9 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if display is not None:
             display.close()
-        remember_compiled(processor, model, device)
-    report.print()
+        for processor, model in zip(processors, models):
+            remember_compiled(processor, model, device)
+    report = report.merge(share.gather(report))
+    report.print()  # on the first process only: the others' stdout goes nowhere
     if report.skipped:
-        fail(f"{len(report.skipped)} of {len(jobs)} files could not be stylised (see the warnings above)")
+        fail(f"{len(report.skipped)} of {len(all_jobs)} files could not be stylised (see the warnings above)")

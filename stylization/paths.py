@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import config
 from stylization.content_source.webcam import stream_label
@@ -17,6 +18,8 @@ from utils import fail, list_files, model_stem
 DEFAULT_SUFFIX = {ContentType.IMAGE: ".png", ContentType.VIDEO: ".mp4", ContentType.WEBCAM: ".mp4"}
 INPUT_EXTENSIONS = {ContentType.IMAGE: config.IMAGE_EXTENSIONS,
                     ContentType.VIDEO: config.VIDEO_EXTENSIONS}
+MODEL_EXTENSIONS = (*config.MODEL_SUFFIXES, ".onnx")  # what a folder of models is searched for
+SHEET_FOLDER = "contact_sheets"  # of a folder or pattern of images with several models
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,49 @@ class Inputs:
 class Job:
     source: str
     output: Path | None  # None when nothing is saved
+    model: int = 0  # which of the run's models (index into its list)
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """A contact sheet of one image source: the input and each model's output, labelled."""
+
+    source: str
+    output: Path
+    parts: list[Job] = field(default_factory=list)
+
+
+def find_models(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """--model_path's files in order: files as given, and the model files of each folder
+    (sorted, recursively). The second list holds the folders, whose unloadable files are
+    skipped rather than fatal."""
+    models, folders = [], []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = [str(p) for p in list_files(path, ())[1]
+                     if p.name.lower().endswith(MODEL_EXTENSIONS)]
+            if not found:
+                fail(f"no model files in {path} (looked for {', '.join(MODEL_EXTENSIONS)}): "
+                     "check --model_path")
+            models += found
+            folders.append(given)
+        else:
+            models.append(given)
+    return models, folders
+
+
+def model_labels(paths: Sequence[str]) -> list[str]:
+    """Each model's name for output names: its file name without the suffix, made unique
+    (mosaic, mosaic_2) when two folders hold a model of the same name."""
+    labels: list[str] = []
+    for path in paths:
+        label, counter = model_stem(path), 1
+        while label in labels:
+            counter += 1
+            label = f"{model_stem(path)}_{counter}"
+        labels.append(label)
+    return labels
 
 
 def _outside(paths: list[str], folder: Path | None) -> list[str]:
@@ -72,19 +118,36 @@ def find_inputs(content_type: ContentType, source: str, output_dir: Path | None 
     raise AssertionError("unreachable")
 
 
+def _relative(inputs: Inputs, source: str) -> Path:
+    return Path(source).relative_to(inputs.root) if inputs.root else Path(Path(source).name)
+
+
 def _planned_name(inputs: Inputs, source: str, content_type: ContentType,
-                  output_name: str | None, model_path: str) -> Path:
-    """The output path relative to --output_dir, before collisions are resolved."""
+                  output_name: str | None, model_path: str, several: str | None = None) -> Path:
+    """The output path relative to --output_dir, before collisions are resolved.
+
+    several: the model's label when the run has several models; batches then go in a folder
+    per model, and other names get the label where one model's name would go.
+    """
     suffix = DEFAULT_SUFFIX[content_type]
     if inputs.batch and output_name is None:
-        relative = Path(source).relative_to(inputs.root) if inputs.root else Path(Path(source).name)
+        relative = _relative(inputs, source)
         # Images keep their format; videos are re-encoded, so they become .mp4.
-        return relative if content_type is ContentType.IMAGE else relative.with_suffix(suffix)
+        relative = relative if content_type is ContentType.IMAGE else relative.with_suffix(suffix)
+        return relative if several is None else Path(several) / relative
     if output_name is not None:
         name = Path(output_name)
-        return name if name.suffix else name.with_suffix(suffix)
+        name = name if name.suffix else name.with_suffix(suffix)
+        return name if several is None else name.with_name(f"{name.stem}_{several}{name.suffix}")
     label = stream_label(source) if content_type is ContentType.WEBCAM else Path(source).stem
-    return Path(f"{label}_{model_stem(model_path)}{suffix}")
+    return Path(f"{label}_{several or model_stem(model_path)}{suffix}")
+
+
+def _sheet_name(inputs: Inputs, source: str, output_name: str | None) -> Path:
+    if inputs.batch:
+        return Path(SHEET_FOLDER) / _relative(inputs, source).with_suffix(".png")
+    stem = Path(output_name).stem if output_name is not None else Path(source).stem
+    return Path(f"{stem}_contact_sheet.png")
 
 
 def _free_path(path: Path, taken: set[Path], keep_existing: bool) -> Path:
@@ -111,13 +174,30 @@ def check_output_dir(output_dir: Path) -> None:
 
 
 def plan_jobs(inputs: Inputs, content_type: ContentType, output_dir: Path | None,
-              output_name: str | None, model_path: str, overwrite: bool) -> tuple[list[Job], list[str]]:
-    """One job per source with its output path (None: not saving), plus notes for the user.
+              output_name: str | None, model_path: str | Sequence[str],
+              overwrite: bool) -> tuple[list[Job], list[str]]:
+    """One job per source (and per model) with its output path (None: not saving), plus
+    notes for the user (see plan_outputs)."""
+    jobs, notes, _ = plan_outputs(inputs, content_type, output_dir, output_name, model_path, overwrite)
+    return jobs, notes
 
-    Output names that already exist get a free variant (name_1.png) unless overwrite.
+
+def plan_outputs(inputs: Inputs, content_type: ContentType, output_dir: Path | None,
+                 output_name: str | None, model_path: str | Sequence[str],
+                 overwrite: bool) -> tuple[list[Job], list[str], list[Sheet]]:
+    """Jobs, notes, and the contact sheets of image sources when there are several models.
+
+    Every source is stylised with every model; a webcam with several models is one job,
+    switched between models live. Output names that already exist get a free variant
+    (name_1.png) unless overwrite.
     """
+    models = [model_path] if isinstance(model_path, str) else list(model_path)
+    labels = model_labels(models) if len(models) > 1 else [None]
+    model_count = 1 if content_type is ContentType.WEBCAM else len(labels)
+    if content_type is ContentType.WEBCAM and len(models) > 1:
+        labels = [f"{len(models)}_models"]
     if output_dir is None:
-        return [Job(source, None) for source in inputs.sources], []
+        return [Job(source, None, i) for source in inputs.sources for i in range(model_count)], [], []
     if output_name is not None and len(inputs.sources) > 1:
         fail(f"--output_name names one file, but --source matched {len(inputs.sources)}: "
              "leave --output_name out to keep each file's own name")
@@ -126,11 +206,9 @@ def plan_jobs(inputs: Inputs, content_type: ContentType, output_dir: Path | None
     check_output_dir(output_dir)
     # A webcam --source may be a stream file too, which must not be overwritten either.
     input_paths = {Path(s).resolve(): s for s in inputs.sources if Path(s).exists()}
-    jobs, notes, taken = [], [], set()
-    for source in inputs.sources:
-        wanted = output_dir / _planned_name(inputs, source, content_type, output_name, model_path)
-        if content_type is ContentType.IMAGE and wanted.suffix.lower() not in config.IMAGE_EXTENSIONS:
-            fail(f"cannot save an image as {wanted.name}: use one of {', '.join(config.IMAGE_EXTENSIONS)}")
+    jobs, notes, sheets, taken = [], [], [], set()
+
+    def claim(wanted: Path) -> Path:
         if wanted.resolve() in input_paths:
             fail(f"the output {wanted} would overwrite the input {input_paths[wanted.resolve()]}: "
                  "choose another --output_dir or --output_name")
@@ -142,6 +220,20 @@ def plan_jobs(inputs: Inputs, content_type: ContentType, output_dir: Path | None
         if output.resolve() in input_paths:
             fail(f"the output {output} would overwrite the input {input_paths[output.resolve()]}")
         taken.add(output.resolve())
-        jobs.append(Job(source, output))
-    return jobs, notes
+        return output
+
+    for source in inputs.sources:
+        parts = []
+        for index in range(model_count):
+            wanted = output_dir / _planned_name(inputs, source, content_type, output_name,
+                                                models[index], labels[index])
+            if content_type is ContentType.IMAGE and wanted.suffix.lower() not in config.IMAGE_EXTENSIONS:
+                fail(f"cannot save an image as {wanted.name}: use one of "
+                     f"{', '.join(config.IMAGE_EXTENSIONS)}")
+            parts.append(Job(source, claim(wanted), index))
+        jobs += parts
+        if content_type is ContentType.IMAGE and len(parts) > 1:
+            sheets.append(Sheet(source, claim(output_dir / _sheet_name(inputs, source, output_name)),
+                                parts))
+    return jobs, notes, sheets
 

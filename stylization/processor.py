@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -10,8 +11,10 @@ import torch
 
 import config
 from network.fast_inference import for_inference
+from network.tiling import TiledNetwork, tileable
 from stylization import compile_cache, precision_guard
-from utils import batch_to_frames, frames_to_batch, has_native_bf16_cpu, resolve_precision
+from utils import (batch_to_frames, fail, frames_to_batch, has_native_bf16_cpu,
+                   resolve_precision)
 
 
 def stylize_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -32,6 +35,20 @@ def default_batch_size(device: torch.device) -> int:
     return config.STYLIZE_BATCH_SIZE.get(device.type, 1)
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether err is a device or host allocation failure: CUDA's OutOfMemoryError, or the
+    RuntimeError of the CPU allocator ("DefaultCPUAllocator: can't allocate memory")."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    message = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in message
+                                              or "can't allocate memory" in message)
+
+
+def _size(frame: np.ndarray) -> str:
+    return f"{frame.shape[1]}x{frame.shape[0]}"
+
+
 class Processor:
     """Runs the network on batches of same-sized frames; one code path for every device.
 
@@ -43,12 +60,23 @@ class Processor:
     hands over per call. guard_precision (--precision auto): the first batch also runs in
     float32, and a reduced dtype that strays too far from it is dropped for float32
     (stylization/precision_guard.py); `precision_difference` then holds the difference.
+
+    Memory: frames of more than tile_budget megapixels (None: no limit) run on tiles
+    (network/tiling.py). A batch that runs out of memory is retried in halves, and a single
+    frame that does is tiled, in ever smaller tiles; each step is said in one line and kept
+    for the batches that follow.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str,
                  dtype: torch.dtype | None = None, channels_last: bool = False,
-                 compile: bool = False, batch_size: int = 1, guard_precision: bool = False):
+                 compile: bool = False, batch_size: int = 1, guard_precision: bool = False,
+                 tile_budget: float | None = None):
         self.device = torch.device(device)
+        self.tile_pixels = tile_budget * 1e6 if tile_budget else None
+        self._source_model = model  # the plain layers, for the tiles' receptive radius
+        self._tiler: TiledNetwork | None = None
+        self._max_batch: int | None = None
+        self._told: set[str] = set()
         self.dtype = dtype or torch.float32
         self.batch_size = batch_size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -101,6 +129,75 @@ class Processor:
         shapes = {frame.shape for frame in frames}
         if len(shapes) > 1:
             raise ValueError(f"a batch needs frames of one size, got {sorted(shapes)}")
+        height, width = frames[0].shape[:2]
+        if self.tile_pixels is not None and height * width > self.tile_pixels:
+            if tileable(self.model):
+                return [self._tiled(frame) for frame in frames]
+            self._tell(f"onnx {height}x{width}",
+                       f"note: {_size(frames[0])} frames exceed --tile_budget, but an ONNX model "
+                       "cannot run on tiles (its instance norms measure each tile on its own): "
+                       "they run whole; --max_size or the model's .pth.tar bounds memory")
+        results: list[np.ndarray] = []
+        size = min(len(frames), self._max_batch or len(frames))
+        while len(results) < len(frames):
+            chunk = frames[len(results):len(results) + size]
+            try:
+                results += self._whole(chunk)
+                continue
+            except RuntimeError as err:
+                if not is_out_of_memory(err):
+                    raise
+            self._free()
+            if size > 1:
+                size = self._max_batch = size // 2
+                self._full_batch.clear()  # a compiled step is traced again at the new size
+                self._tell(f"batch {size}", f"note: out of memory on a batch of {size * 2} "
+                           f"{_size(chunk[0])} frames; continuing with batches of {size}")
+            else:
+                if not tileable(self.model):
+                    fail(f"out of memory on one {_size(chunk[0])} frame, and an ONNX model cannot "
+                         "run on tiles: use --max_size, or the model's .pth.tar")
+                self.tile_pixels = height * width / 2
+                self._tell(f"tile {height}x{width}", f"note: out of memory on one {_size(chunk[0])} "
+                           "frame; stylising such frames in tiles (--tile_budget "
+                           f"{self.tile_pixels / 1e6:.3g} megapixels)")
+                results += [self._tiled(frame) for frame in chunk]
+        return results
+
+    def _tell(self, key: str, line: str) -> None:
+        if key not in self._told:
+            self._told.add(key)
+            print(line, file=sys.stderr)
+
+    def _free(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # what the failed batch held, for the retry
+
+    def _tiled(self, frame: np.ndarray) -> np.ndarray:
+        """One frame on tiles of self.tile_pixels, smaller ones while memory runs out."""
+        if self._tiler is None:
+            self._tiler = TiledNetwork(self.model, self._source_model, self.device, self.dtype)
+        while True:
+            plan = self._tiler.plan(*frame.shape[:2], self.tile_pixels)
+            self._tell(f"tiles {frame.shape} {self.tile_pixels}",
+                       f"note: {_size(frame)} frames are above --tile_budget "
+                       f"{self.tile_pixels / 1e6:.3g} megapixels: stylising them in {plan.count} "
+                       "overlapping tiles with the whole frame's instance-norm statistics")
+            try:
+                return self._tiler(frame, self.tile_pixels)
+            except RuntimeError as err:
+                if not is_out_of_memory(err):
+                    raise
+            self._free()
+            smallest = self._tiler.min_side ** 2
+            if self.tile_pixels <= smallest:
+                fail(f"out of memory even on the smallest tiles of a {_size(frame)} frame: "
+                     "use --max_size, or a device with more memory")
+            self.tile_pixels = max(smallest, self.tile_pixels / 2)
+            self._tell(f"smaller {self.tile_pixels}", "note: out of memory on a tile; tiles of "
+                       f"{self.tile_pixels / 1e6:.3g} megapixels from here on")
+
+    def _whole(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         count = len(frames)
         if self.compiled:
             # Another batch shape would compile again (a minute on a CPU): fill a video's

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import math
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 
 import config
-from utils import disk_full, fail, full_disk_is_an_error, save_image, temp_file_beside
+from utils import disk_full, fail, fit_within, full_disk_is_an_error, save_image, temp_file_beside
 
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27 is Esc
 DISPLAY_PROBE_TIMEOUT_S = 15
@@ -27,6 +28,39 @@ DISPLAY_PROBE_TIMEOUT_S = 15
 
 def _to_bgr(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+
+
+def _outlined_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.6) -> None:
+    """White text outlined in black: readable on any style."""
+    for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness,
+                    cv2.LINE_AA)
+
+
+LABEL_BAND = 28  # pixels of the band under each picture of a contact sheet, for its label
+
+
+def contact_sheet(cells: list[tuple[str, np.ndarray]], cell: int = config.CONTACT_SHEET_CELL) -> np.ndarray:
+    """RGB uint8 pictures, each scaled to fit cell x cell and labelled underneath, in a grid
+    of ceil(sqrt(n)) columns on white."""
+    columns = math.ceil(math.sqrt(len(cells)))
+    rows = math.ceil(len(cells) / columns)
+    sheet = np.full((rows * (cell + LABEL_BAND), columns * cell, 3), 255, np.uint8)
+    for index, (label, picture) in enumerate(cells):
+        height, width = picture.shape[:2]
+        size = fit_within(width, height, cell)
+        small = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+        top, left = (index // columns) * (cell + LABEL_BAND), (index % columns) * cell
+        y, x = top + (cell - size[1]) // 2, left + (cell - size[0]) // 2
+        sheet[y:y + size[1], x:x + size[0]] = small
+        cv2.putText(sheet, label[:40], (left + 6, top + cell + LABEL_BAND - 9),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    return sheet
+
+
+def write_contact_sheet(path: Path, cells: list[tuple[str, np.ndarray]]) -> Path:
+    """Save contact_sheet(cells) atomically as path."""
+    return save_image(contact_sheet(cells), path)
 
 
 class ImageSink:
@@ -275,19 +309,21 @@ class Display:
 
     def __init__(self, title: str = "stylize.py - press q or Esc to stop"):
         self.title = title
+        self.last_key: int | None = None  # the key pressed during the last show, if any
         cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
 
-    def show(self, frame: np.ndarray, wait_ms: int = 1, fps: float | None = None) -> bool:
-        """Show a frame for at least wait_ms, with the frames/s written on it when given;
-        False when the user asked to stop."""
+    def show(self, frame: np.ndarray, wait_ms: int = 1, fps: float | None = None,
+             label: str | None = None) -> bool:
+        """Show a frame for at least wait_ms, with the frames/s and a label (the model, when
+        there are several) written on it when given; False when the user asked to stop."""
         image = _to_bgr(frame)
         if fps is not None:
-            label = f"{fps:.1f} frames/s"
-            for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):  # outlined: readable on any style
-                cv2.putText(image, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, thickness,
-                            cv2.LINE_AA)
+            _outlined_text(image, f"{fps:.1f} frames/s", (8, 24))
+        if label is not None:
+            _outlined_text(image, label, (8, 48))
         cv2.imshow(self.title, image)
         key = cv2.waitKey(max(1, wait_ms))
+        self.last_key = key & 0xFF if key >= 0 else None
         if key >= 0 and (key & 0xFF) in QUIT_KEYS:
             return False
         return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1

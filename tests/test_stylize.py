@@ -345,7 +345,8 @@ def test_user_errors_are_one_line_and_create_nothing(tmp_path, tiny_model, sampl
     content, source, model, extra = {
         "missing source": ("image", tmp_path / "nope.png", tiny_model, []),
         "missing model": ("image", sample_image, tmp_path / "nope.pth.tar", []),
-        "model is a folder": ("image", sample_image, tmp_path, []),
+        # A folder of models is fine (tests/test_scale.py); one without any is not.
+        "model is a folder": ("image", sample_image, tmp_path / "nothing", []),
         "text as image": ("image", notes, tiny_model, []),
         "garbage video": ("video", garbage, tiny_model, []),
         "empty video": ("video", empty, tiny_model, []),
