@@ -17,6 +17,7 @@ import sys
 import tempfile
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -173,6 +174,54 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
+# ----------------------------------------------------------------------------- torchrun
+@dataclass(frozen=True)
+class Place:
+    """This process's place among those torchrun started (a group of one without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes the shared files and reports progress."""
+        return self.rank == 0
+
+
+def torchrun_place(script: str) -> Place:
+    """Where torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK) puts this process.
+
+    Processes other than the first print nothing to stdout, and only the first of each machine
+    shows warnings: the others read the same flags and files (a machine missing the data still
+    says so, through its own first process)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Place()
+    if "RANK" not in os.environ or "LOCAL_RANK" not in os.environ:
+        fail(f"WORLD_SIZE is {world_size} but RANK or LOCAL_RANK is not set: start {script} with "
+             "torchrun, which sets them (or unset WORLD_SIZE)")
+    place = Place(int(os.environ["RANK"]), world_size, int(os.environ["LOCAL_RANK"]))
+    if place.rank != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    if place.local_rank != 0:
+        warnings.simplefilter("ignore")
+    return place
+
+
+def local_gpu(local_rank: int) -> torch.device:
+    """The GPU of this process's LOCAL_RANK, made the current one; a one-line error where
+    torchrun started more processes on this machine than it has GPUs."""
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+    if local_size > torch.cuda.device_count():
+        gpus = torch.cuda.device_count()
+        fail(f"torchrun started {local_size} processes on this machine but it has {gpus} GPU(s): "
+             f"pass --nproc_per_node {gpus} or fewer")
+    device = torch.device("cuda", local_rank)
+    torch.cuda.set_device(device)
+    return device
+
+
 # ----------------------------------------------------------------------------- precision
 def has_native_bf16_cpu() -> bool:
     """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX), where
@@ -254,13 +303,20 @@ def decode_image(path: str | Path) -> Image.Image:
         return img.convert("RGB")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open any image file as 8-bit RGB, with its EXIF rotation applied."""
+def existing_file(path: str | Path, expected: str, fix: str) -> Path:
+    """path, if it is a file; else a one-line error: `fix` for a missing one, `expected` (what
+    should have been given, e.g. "an image file") for a folder."""
     path = Path(path)
     if not path.exists():
-        fail(f"{path} does not exist: check the path")
+        fail(f"{path} does not exist: {fix}")
     if path.is_dir():
-        fail(f"{path} is a directory, but an image file is expected")
+        fail(f"{path} is a directory, but {expected} is expected")
+    return path
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open any image file as 8-bit RGB, with its EXIF rotation applied."""
+    path = existing_file(path, "an image file", "check the path")
     try:
         return decode_image(path)
     except IMAGE_READ_ERRORS as err:
@@ -391,11 +447,7 @@ def expected_checkpoint_bytes(model: torch.nn.Module) -> int:
 
 def read_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint safely: weights_only=True refuses pickles that would run code."""
-    path = Path(path)
-    if not path.exists():
-        fail(f"model file {path} does not exist: check --model_path")
-    if path.is_dir():
-        fail(f"{path} is a directory, but a model file (.pth.tar) is expected")
+    path = existing_file(path, "a model file (.pth.tar)", "check --model_path")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or unsafe files

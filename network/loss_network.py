@@ -16,7 +16,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 import config
-from utils import fail
+from utils import existing_file, fail
 
 ARCHITECTURES = {"VGG16": cfgs["D"], "VGG19": cfgs["E"]}
 
@@ -49,12 +49,8 @@ def expected_shapes(arch: str) -> dict[str, tuple[int, ...]]:
 
 def read_vgg_weights(path: str | Path, arch: str, preprocess: str = "auto") -> tuple[dict, str]:
     """Features state dict of the file and the preprocessing it wants; refuses a mismatch."""
-    path = Path(path)
-    if not path.exists():
-        fail(f"loss network file {path} does not exist: download it as the README says "
-             "and pass its path with --loss_net_path")
-    if path.is_dir():
-        fail(f"--loss_net_path {path} is a directory, but a .pth weight file is expected")
+    path = existing_file(path, "a .pth weight file (--loss_net_path)",
+                         "download the loss network as the README says and pass it with --loss_net_path")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

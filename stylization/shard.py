@@ -13,9 +13,6 @@ a run is a group of one and nothing here does anything.
 from __future__ import annotations
 
 import atexit
-import os
-import sys
-import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Sequence, TypeVar
@@ -24,22 +21,14 @@ import torch
 import torch.distributed as dist
 
 import config
-from utils import fail
+from utils import Place, local_gpu, torchrun_place
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Share:
-    """This process's place among those torchrun started."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+class Share(Place):
+    """This process's place among those torchrun started, and its share of the files."""
 
     def take(self, items: Sequence[T]) -> list[T]:
         """This process's items: r, r + N, r + 2N, ..."""
@@ -49,14 +38,7 @@ class Share:
         """On CUDA, the GPU of this process's LOCAL_RANK (made the current one)."""
         if self.world_size == 1 or device.type != "cuda":
             return device
-        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", self.local_rank + 1))
-        if local_size > torch.cuda.device_count():
-            gpus = torch.cuda.device_count()
-            fail(f"torchrun started {local_size} processes on this machine but it has {gpus} GPU(s): "
-                 f"pass --nproc_per_node {gpus} or fewer")
-        device = torch.device("cuda", self.local_rank)
-        torch.cuda.set_device(device)
-        return device
+        return local_gpu(self.local_rank)
 
     def barrier(self) -> None:
         if self.world_size > 1:
@@ -76,19 +58,11 @@ def join() -> Share:
 
     Processes other than the first print nothing to stdout (the summary is the first one's),
     and warnings only on the first process of each machine, as in training."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    place = torchrun_place("stylize.py")
+    if place.world_size == 1:
         return Share()
-    if "RANK" not in os.environ or "LOCAL_RANK" not in os.environ:
-        fail(f"WORLD_SIZE is {world_size} but RANK or LOCAL_RANK is not set: start stylize.py with "
-             "torchrun, which sets them (or unset WORLD_SIZE)")
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
-    if rank != 0:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
-    if local_rank != 0:
-        warnings.simplefilter("ignore")
     # gloo on every device: only a barrier and the summary travel, never frames. The wait at
     # the end lasts as long as the slowest process's share, hence the long timeout.
     dist.init_process_group("gloo", timeout=timedelta(hours=config.SHARD_TIMEOUT_HOURS))
     atexit.register(dist.destroy_process_group)
-    return Share(rank, world_size, local_rank)
+    return Share(place.rank, place.world_size, place.local_rank)

@@ -13,9 +13,6 @@ resume) reaches the others by broadcast, so every process decides alike (Cluster
 from __future__ import annotations
 
 import atexit
-import os
-import sys
-import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, TypeVar
@@ -26,24 +23,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import config
-from utils import UserError, fail
+from utils import Place, UserError, fail, local_gpu, torchrun_place
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Cluster:
+class Cluster(Place):
     """This process's place among those torchrun started, and the device it trains on."""
 
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
     device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        """The process that writes files and reports progress."""
-        return self.rank == 0
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """model as the training step should call it: gradients averaged over the group."""
@@ -131,25 +120,11 @@ def join(device: torch.device) -> Cluster:
     Ranks other than 0 print nothing to stdout; warnings and errors are shown by the first
     process of each machine only, since the others on that machine read the same files and
     flags (a machine missing the data still says so)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    place = torchrun_place("train.py")
+    if place.world_size == 1:
         return Cluster(device=device)
-    if "RANK" not in os.environ or "LOCAL_RANK" not in os.environ:
-        fail(f"WORLD_SIZE is {world_size} but RANK or LOCAL_RANK is not set: start train.py with "
-             "torchrun, which sets them (or unset WORLD_SIZE)")
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
-    if rank != 0:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
-    if local_rank != 0:
-        warnings.simplefilter("ignore")
     if device.type == "cuda":
-        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
-        if local_size > torch.cuda.device_count():
-            gpus = torch.cuda.device_count()
-            fail(f"torchrun started {local_size} processes on this machine but it has {gpus} GPU(s): "
-                 f"pass --nproc_per_node {gpus} or fewer")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
+        device = local_gpu(place.local_rank)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     atexit.register(dist.destroy_process_group)
-    return Cluster(rank, world_size, local_rank, device)
+    return Cluster(place.rank, place.world_size, place.local_rank, device)
