@@ -13,8 +13,8 @@ weight it prints, with ratios to --smooth 0:
 - E_warp of the output (stylization.stability.WarpErrorMeter, OpenCV flow of the input frames;
   lower is steadier) and the input's own E_warp, the floor;
 - the style distance of the output frames: the sum over VGG16 relu1_2, relu2_2, relu3_3 and
-  relu4_3 of the relative Gram error against the style image (train/loss.py style_loss, the
-  training's style loss), averaged over the frames;
+  relu4_3 of the relative squared Gram error against the style image (train/loss.py
+  style_errors, the quality benchmark's measure), averaged over the frames;
 - the content distance: the relative relu3_3 error of each output frame against its own
   input frame (train/loss.py content_loss), averaged over the frames;
 - frames/s of the network alone and of the network plus smoothing, timed one after the other in
@@ -116,7 +116,7 @@ def distances(outputs: list[np.ndarray], content_features: list[torch.Tensor],
     style = content = 0.0
     for batch, target in zip(as_batches(outputs), content_features):
         features = loss_net(batch, STYLE_LAYERS)
-        style += float(L.style_loss([features[n] for n in STYLE_LAYERS], grams)) * len(batch)
+        style += float(sum(L.style_errors([features[n] for n in STYLE_LAYERS], grams))) * len(batch)
         content += float(L.content_loss(features[CONTENT_LAYER], target)) * len(batch)
     return style / len(outputs), content / len(outputs)
 

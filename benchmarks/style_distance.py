@@ -54,7 +54,7 @@ def gram_errors(loss_net: LossNetwork, image: torch.Tensor, style_grams: list[to
                 layers: tuple[str, ...]) -> list[float]:
     """Per style layer, the relative error of the image's Gram matrix against the style's."""
     features = loss_net(image, layers)
-    return [float(L.relative_error(L.gram_matrix(features[n]), g)) for n, g in zip(layers, style_grams)]
+    return [float(e) for e in L.style_errors([features[n] for n in layers], style_grams)]
 
 
 def content_distance(loss_net: LossNetwork, image: torch.Tensor, photo: torch.Tensor) -> float:

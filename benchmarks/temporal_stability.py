@@ -81,7 +81,7 @@ def score_model(model: torch.nn.Module, frames: list[np.ndarray], crops: torch.T
         targets = loss_net(crops, layers["content"])
         features = loss_net(stylised)
         content = sum(L.content_loss(features[n], targets[n]) for n in layers["content"])
-        style = L.style_loss([features[n] for n in layers["style"]], grams)
+        style = sum(L.style_errors([features[n] for n in layers["style"]], grams))
     return {"E_warp": result.stylised, "input E_warp": result.input, "pairs": result.pairs,
             "cuts": result.cuts, "style": float(style), "content": float(content)}
 

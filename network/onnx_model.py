@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,9 +50,28 @@ class OnnxModel(nn.Module):
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
             fail(f"{path} is not an image-to-image ONNX model (it should take one N x 3 x H x W "
                  "input): export one with python -m network.export")
-        self.input_name = inputs[0].name
+        outputs = self.session.get_outputs()
+        if len(outputs) != 1 or len(outputs[0].shape) != 4:
+            fail(f"{path} is not an image-to-image ONNX model (it should give one N x 3 x H x W "
+                 "output): export one with python -m network.export")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.on_cuda = "CUDAExecutionProvider" in self.session.get_providers()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        result = self.session.run(None, {self.input_name: array})[0]
-        return torch.from_numpy(result).to(x.device)
+        """The stylised batch, in a tensor of the input's shape on the input's device.
+
+        ONNX Runtime reads the input and writes the output in place through an I/O binding
+        (the tensors' own memory), so frames on a GPU stay there when the session runs on CUDA;
+        otherwise they make one trip through host memory. The project's networks give an
+        output of the input's size (network/style_network.py pads and crops)."""
+        device = x.device if self.on_cuda and x.device.type == "cuda" else torch.device("cpu")
+        x_in = x.detach().to(device, torch.float32).contiguous()
+        out = torch.empty_like(x_in)
+        binding = self.session.io_binding()
+        for bind, name, tensor in ((binding.bind_input, self.input_name, x_in),
+                                   (binding.bind_output, self.output_name, out)):
+            bind(name, device.type, device.index or 0, np.float32, tuple(tensor.shape), tensor.data_ptr())
+        if device.type == "cuda":
+            torch.cuda.current_stream(device).synchronize()  # x_in is written before ORT reads it
+        self.session.run_with_iobinding(binding)
+        return out.to(x.device)

@@ -98,6 +98,9 @@ class FakeSession:
     def get_inputs(self) -> list:
         return [SimpleNamespace(name="input", shape=["N", 3, "H", "W"])]
 
+    def get_outputs(self) -> list:
+        return [SimpleNamespace(name="output", shape=["N", 3, "H", "W"])]
+
 
 @pytest.fixture
 def fake_onnxruntime(monkeypatch, tmp_path: Path):

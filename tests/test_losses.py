@@ -51,9 +51,26 @@ def test_style_loss_known_value_and_zero_for_the_style_itself():
     features = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
     target = torch.eye(2).unsqueeze(0)
     gram = torch.tensor([5.0, 11.0, 11.0, 25.0]) / 4
-    expected = ((gram - torch.tensor([1.0, 0.0, 0.0, 1.0])) ** 2).mean() / 0.5  # mean(target^2) = 0.5
+    # ||G - T|| / ||T||: the root of the mean squared difference over mean(T^2) = 0.5
+    expected = (((gram - torch.tensor([1.0, 0.0, 0.0, 1.0])) ** 2).mean() / 0.5).sqrt()
     assert L.style_loss([features], [target]).item() == pytest.approx(expected.item())
-    assert L.style_loss([features], [L.gram_matrix(features)]).item() == 0.0
+    assert L.style_loss([features], [L.gram_matrix(features)]).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_style_loss_costs_an_overshoot_linearly_not_quadratically():
+    """A Gram k times the target's costs k - 1: a layer whose Grams overshoot many times (a
+    photo's deep layers against a style's) must not outweigh the others by its square."""
+    features = torch.rand(1, 4, 5, 5) + 0.1
+    target = L.gram_matrix(features)
+    for k in (2.0, 10.0):
+        overshoot = L.style_loss([features * k ** 0.5], [target]).item()
+        assert overshoot == pytest.approx(k - 1, rel=1e-5)
+
+
+def test_style_loss_gradient_is_finite_at_the_target():
+    features = torch.rand(1, 3, 4, 4, requires_grad=True)
+    L.style_loss([features], [L.gram_matrix(features).detach()]).backward()
+    assert torch.isfinite(features.grad).all()
 
 
 def test_style_loss_weighs_layers_of_very_different_scales_alike():

@@ -251,7 +251,9 @@ def test_training_on_real_frames_lowers_the_style_loss(tmp_path):
         style = [float(r["style"]) for r in csv.DictReader(handle)]
     first, last = sum(style[:5]) / 5, sum(style[-5:]) / 5
     print(f"style loss: first 5 steps {first:.4g}, last 5 steps {last:.4g} ({len(style)} steps)")
-    assert last < 0.5 * first
+    # The style loss is a distance (the root of a squared error): 0.6 of it is 0.36 of the
+    # squared error this test once asked to halve.
+    assert last < 0.6 * first
 
 
 def _bad_train_inputs(ws: Path) -> dict[str, tuple[list[str], str]]:
