@@ -18,8 +18,8 @@ work=${1:-/tmp/temporal_evidence}
 shared=../shared
 BASE_EPOCHS=${BASE_EPOCHS:-6}
 VARIANT_EPOCHS=${VARIANT_EPOCHS:-3}
-LAMBDA_CONTENT=${LAMBDA_CONTENT:-4}
-LAMBDA_STYLE=${LAMBDA_STYLE:-1}
+LAMBDA_CONTENT=${LAMBDA_CONTENT:-20}
+LAMBDA_STYLE=${LAMBDA_STYLE:-10}
 HELD_OUT_FROM=187  # bikes.mp4 frames 187-249 (its last two shots) are never trained on
 # name:lambda_noise:lambda_flow of each model; the first is the reference of the table's ratios
 VARIANTS=${VARIANTS:-"plain:0:0 noise:500:0 flow:0:2000 noise-150:150:0 flow-500:0:500 flow-150:0:150 both-150:150:150"}

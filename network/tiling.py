@@ -313,8 +313,12 @@ class TiledNetwork:
             self._set_mode("apply")
             total = np.zeros((height, width, 3), np.float32)
             self._tiles(frame, plan, total)
-        # As utils.batch_to_frames rounds.
-        return np.clip(total * 255.0, 0, 255).round().astype(np.uint8)
+        # As utils.batch_to_frames rounds; in place, for a 48-megapixel frame's float32 copies
+        # are 576 MB each.
+        np.multiply(total, 255.0, out=total)
+        np.clip(total, 0, 255, out=total)
+        np.rint(total, out=total)
+        return total.astype(np.uint8)
 
     def _tiles(self, frame: np.ndarray, plan: TilePlan, total: np.ndarray | None) -> None:
         height, width = frame.shape[:2]
