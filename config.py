@@ -115,11 +115,12 @@ TRAIN_DEFAULTS = {
     "loss_net_preprocess": "auto",
     "epochs": 1,
     "lr": 2.5e-4,
-    # The loss weights of the shipped models (docs/shipped_models.md: content 40 kept more of
-    # the photo and content 1-10 lost it in the same short runs). The original's defaults
-    # (content 10, style 100, noise 1e-5) belonged to its raw-sum losses; with relative losses
-    # they would let the style wipe out the content, and noise 1e-5 would do nothing.
-    "lambda_content": 20.0,
+    # The loss weights the shipped models finished with (docs/shipped_models.md: content 1 lost
+    # the photo, content 20 kept too little of the style at the photos' own size). The
+    # original's defaults (content 10, style 100, noise 1e-5) belonged to its raw-sum losses;
+    # with relative losses they would let the style wipe out the content, and noise 1e-5
+    # would do nothing.
+    "lambda_content": 10.0,
     "lambda_style": 10.0,
     "lambda_regu": 1e-2,
     "lambda_noise": 0.1,

@@ -16,8 +16,8 @@ side, then measured with the loss network (VGG16, float32):
   photo's mean square (0 = the photo's features exactly).
 - the per-layer relative Gram errors of the output (before dividing by the photo's), and, with
   --pixel_steps, those of a pixel-optimised image (Gatys et al.: Adam on the pixels of the photo
-  at --size under the same relative Gram losses plus a relative relu2_2 content term): the
-  ceiling these losses allow.
+  at --size under the training's style loss and relu2_2 content loss, weighted as train.py's
+  defaults weigh them): the ceiling these losses allow.
 Models run on the photo at --stylize_size (default: the photo as it is), in float32; --output
 NAME=PATH adds an image that is already stylised (e.g. another project's published output).
 """
@@ -94,7 +94,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stylize_size", type=int, default=None,
                    help="longer side the models run at (default: the photo's own)")
     p.add_argument("--pixel_steps", type=int, default=0, help="steps of the pixel optimisation (0: off)")
-    p.add_argument("--pixel_style_weight", type=float, default=1e5)
+    d = config.TRAIN_DEFAULTS
+    p.add_argument("--pixel_style_weight", type=float, default=d["lambda_style"] / d["lambda_content"],
+                   help="style weight of the pixel optimisation, its content weight 1 (default: "
+                        "the training's lambda_style / lambda_content)")
     p.add_argument("--pixel_lr", type=float, default=0.02)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)

@@ -18,7 +18,7 @@ work=${1:-/tmp/temporal_evidence}
 shared=../shared
 BASE_EPOCHS=${BASE_EPOCHS:-6}
 VARIANT_EPOCHS=${VARIANT_EPOCHS:-3}
-LAMBDA_CONTENT=${LAMBDA_CONTENT:-20}
+LAMBDA_CONTENT=${LAMBDA_CONTENT:-10}
 LAMBDA_STYLE=${LAMBDA_STYLE:-10}
 HELD_OUT_FROM=187  # bikes.mp4 frames 187-249 (its last two shots) are never trained on
 # name:lambda_noise:lambda_flow of each model; the first is the reference of the table's ratios

@@ -1,22 +1,49 @@
 #!/usr/bin/env bash
-# Rebuilds the pictures in README.md with the project's own commands.
-# Usage: bash docs/make_pictures.sh <train_output_dir of the shipped model's run>
+# Rebuilds the pictures of README.md and docs/shipped_models.md with the project's own commands,
+# from files the repository holds (docs/grace_hopper.jpg, trained_models/) and each shipped
+# model's training output (its loss plot).
+# Usage: bash docs/make_pictures.sh <model>=<train_output_dir of its run> ...  (writes
+#   docs/gallery.jpg and docs/loss_plots.png)
+#   e.g. bash docs/make_pictures.sh mosaic=/work/runs/mosaic2/out
 set -euo pipefail
 cd "$(dirname "$0")/.."
-train_output=${1:?give the --train_output_dir of the run that trained trained_models/mosaic.pth.tar}
 out=$(mktemp -d)
+trap 'rm -r "$out"' EXIT
 
+# The sample photo through every shipped model: stylize.py writes a labelled contact sheet.
 python stylize.py --content_type image --source docs/grace_hopper.jpg \
-    --model_path trained_models/mosaic.pth.tar --real_time False --precision fp32 \
-    --output_dir "$out" --output_name stylised.png
-python - "$out/stylised.png" <<'PY'
+    --model_path trained_models/ --real_time False --precision fp32 --output_dir "$out"
+python - "$out" <<'PY'
 import sys
+from pathlib import Path
 from PIL import Image
-photo, styled = Image.open("docs/grace_hopper.jpg").convert("RGB"), Image.open(sys.argv[1])
-pair = Image.new("RGB", (photo.width + styled.width, photo.height))
-pair.paste(photo, (0, 0))
-pair.paste(styled, (photo.width, 0))
-pair.save("docs/grace_hopper_side_by_side.jpg", quality=85)
+sheets = list(Path(sys.argv[1]).glob("*contact_sheet*.png"))
+if sheets:  # several models: their contact sheet
+    Image.open(sheets[0]).convert("RGB").save("docs/gallery.jpg", quality=88)
+else:  # one model: the photo and its output side by side
+    photo = Image.open("docs/grace_hopper.jpg").convert("RGB")
+    styled = Image.open(next(Path(sys.argv[1]).glob("grace_hopper_*.png"))).convert("RGB")
+    pair = Image.new("RGB", (photo.width + styled.width, photo.height))
+    pair.paste(photo, (0, 0))
+    pair.paste(styled, (photo.width, 0))
+    pair.save("docs/gallery.jpg", quality=88)
 PY
-cp "$train_output/mosaic_losses.png" docs/mosaic_losses.png
-rm -r "$out"
+
+# Each style's loss plot as train.py drew it, named, two to a row.
+python - "$@" <<'PY'
+import sys
+from PIL import Image, ImageDraw
+plots = []
+for pair in sys.argv[1:]:
+    model, _, folder = pair.partition("=")
+    plot = Image.open(f"{folder}/{model}_losses.png").convert("RGB")
+    ImageDraw.Draw(plot).text((10, 8), model, fill=(0, 0, 0))
+    plots.append(plot)
+if plots:
+    w, h = plots[0].size
+    columns = min(2, len(plots))
+    sheet = Image.new("RGB", (w * columns, h * -(-len(plots) // columns)), "white")
+    for i, plot in enumerate(plots):
+        sheet.paste(plot.resize((w, h)), ((i % columns) * w, (i // columns) * h))
+    sheet.save("docs/loss_plots.png")
+PY
