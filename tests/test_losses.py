@@ -67,6 +67,15 @@ def test_style_loss_costs_an_overshoot_linearly_not_quadratically():
         assert overshoot == pytest.approx(k - 1, rel=1e-5)
 
 
+def test_style_errors_are_the_squares_of_the_style_loss_per_layer():
+    torch.manual_seed(0)
+    layers = [torch.rand(1, 4, 5, 5), torch.rand(1, 6, 3, 3)]
+    targets = [L.gram_matrix(torch.rand(1, 4, 6, 6)), L.gram_matrix(torch.rand(1, 6, 4, 4))]
+    errors = L.style_errors(layers, targets)
+    for features, target, error in zip(layers, targets, errors):
+        assert error.item() == pytest.approx(L.style_loss([features], [target]).item() ** 2, rel=1e-5)
+
+
 def test_style_loss_gradient_is_finite_at_the_target():
     features = torch.rand(1, 3, 4, 4, requires_grad=True)
     L.style_loss([features], [L.gram_matrix(features).detach()]).backward()
