@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils import fail
+from utils import existing_file, fail
 
 
 class OnnxModel(nn.Module):
@@ -18,9 +18,8 @@ class OnnxModel(nn.Module):
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
         super().__init__()
-        path, device = Path(path), torch.device(device)
-        if not path.is_file():
-            fail(f"model file {path} does not exist or is not a file: check --model_path")
+        path = existing_file(path, "a model file (.onnx)", "check --model_path")
+        device = torch.device(device)
         try:
             import onnxruntime
         except ImportError:
@@ -68,9 +67,9 @@ class OnnxModel(nn.Module):
         x_in = x.detach().to(device, torch.float32).contiguous()
         out = torch.empty_like(x_in)
         binding = self.session.io_binding()
-        for bind, name, tensor in ((binding.bind_input, self.input_name, x_in),
-                                   (binding.bind_output, self.output_name, out)):
-            bind(name, device.type, device.index or 0, np.float32, tuple(tensor.shape), tensor.data_ptr())
+        where = (device.type, device.index or 0, np.float32, tuple(x_in.shape))
+        binding.bind_input(self.input_name, *where, x_in.data_ptr())
+        binding.bind_output(self.output_name, *where, out.data_ptr())
         if device.type == "cuda":
             torch.cuda.current_stream(device).synchronize()  # x_in is written before ORT reads it
         self.session.run_with_iobinding(binding)
