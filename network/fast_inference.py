@@ -12,9 +12,10 @@ Two kinds of layer in network/style_network.py leave most of a vector unit idle:
   stride-r convolution whose r*r*3 outputs are the r x r output phases keeps the blocks full
   for (k + r - 1)^2 / k^2 times the multiply-adds, then a pixel shuffle puts the phases back.
 
-Under torch.compile, instance norms are also spelled out as two plain reductions (mean, then
-mean square of the deviation) in float32: the compiler turns those into vectorised loops,
-where its own instance-norm kernel came out slower in profiles of full-size maps.
+When compiled (stylization/compile_cache.py), instance norms are also spelled out as two
+plain reductions (mean, then mean square of the deviation) in float32: the compiler turns those
+into vectorised loops, where its own instance-norm kernel came out slower in profiles of
+full-size maps.
 
 Training keeps the plain layers (their gradients are the usual ones); only stylisation
 (stylization/processor.py) runs these. tests/test_fast_inference.py checks that outputs agree
@@ -123,7 +124,7 @@ class TwoPassInstanceNorm(nn.Module):
 
 def for_inference(model: nn.Module, compiled: bool = False) -> nn.Module:
     """A copy of this project's network with the rewrites applied where its sizes allow (and
-    with the instance norms for torch.compile when compiled); any other model (other projects'
+    with the instance norms for the compiler when compiled); any other model (other projects'
     layouts, ONNX) is returned as it is."""
     if not isinstance(model, StylizingNetwork):
         return model

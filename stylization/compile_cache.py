@@ -1,27 +1,29 @@
 """Compiled networks kept across runs, so that short clips get compiled speed too.
 
-A cold torch.compile of the stylizing network costs 7-14 s on a 2-core CPU, most of it
-building C++ kernels. Inductor can keep what it built on disk: its FX graph cache stores the
-compiled graph under a key of the graph, the torch version and the compile options, and the C++
-kernels it loads. The default folder is under /tmp (lost at reboot); use_persistent_cache points
-it at the user's cache instead (config.COMPILE_CACHE_SUBDIR, or $TORCHINDUCTOR_CACHE_DIR when
-set). With freezing, weights become constants of the graph, but Inductor keys them by shape and
-dtype, not value, and binds each run's own weights: another model of the same sizes gets the
-cached kernels with its own weights (tests/test_compile_cache.py checks its outputs).
+A compile of the stylizing network costs 20-60 s on a 2-core CPU, most of it building C++
+kernels. Inductor's FX graph cache keeps those, but a warm torch.compile still traces,
+freezes and loads the graph at every start (3.6 s of a 640x360 batch on the 2-core CPU).
+So a compiled step is built ahead of time instead: torch.export of the whole step from uint8
+frames to uint8 frames, compiled by AOTInductor with the weights frozen into it, stored as one
+package file per compile key; a later run of the same key loads the package (1.2 s) and runs.
 
-Before anything is compiled, --compile auto needs to know whether the compile will be warm.
-Inductor's key depends on the traced graph, which does not exist yet, so this module keeps its
-own small marker per compiled shape (network layout, precision, frame size, batch, torch
-version, the code of the network and its rewrites), written after a compiled run. A marker
-that is wrong costs one slow start, never a wrong result: Inductor's own key decides what is
-reused.
+The key covers everything the package depends on: the model's layout and weights (they are
+constants of the package: another model, or the same file retrained, gets its own), precision,
+device, frame size, frames per call, torch version and the code that builds the graph. It is
+known before anything is compiled, so --compile auto can ask whether a compile would be warm.
+A package that cannot be loaded (cut short, another build of torch) is built again.
+
+Inductor's own caches go to the same folder (use_persistent_cache), so that building the package
+of another model of the same sizes reuses the C++ kernels already built.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -30,11 +32,13 @@ import config
 from utils import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
-# The code that shapes the compiled graph: a change there makes a new graph, so markers written
-# before it no longer promise a warm compile.
+# The code that shapes the compiled graph: a change there makes a new graph, so packages built
+# before it are not used.
 GRAPH_SOURCES = ("network/style_network.py", "network/fast_inference.py", "stylization/processor.py",
                  "utils.py")
-MARKER_FOLDER = "video-style-transfer-warm"
+PACKAGE_FOLDER = "video-style-transfer-packages"
+
+Step = Callable[[torch.Tensor], torch.Tensor]
 
 
 def cache_dir() -> Path:
@@ -48,7 +52,7 @@ def cache_dir() -> Path:
 
 
 def use_persistent_cache() -> Path | None:
-    """Make Inductor keep compiled graphs in cache_dir(); call before the first compile.
+    """Make Inductor keep what it builds in cache_dir(); call before the first compile.
     None when that folder cannot be created (Inductor then keeps its default)."""
     folder = cache_dir()
     try:
@@ -56,10 +60,6 @@ def use_persistent_cache() -> Path | None:
     except OSError:
         return None
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)  # Inductor reads it at each lookup
-    if "TORCHINDUCTOR_FX_GRAPH_CACHE" not in os.environ:  # a user's explicit choice stands
-        import torch._inductor.config as inductor_config
-
-        inductor_config.fx_graph_cache = True
     return folder
 
 
@@ -71,34 +71,63 @@ def _code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def shape_key(model: nn.Module, dtype: torch.dtype | None, device: torch.device,
-              frame_size: tuple[int, int], batch: int) -> str:
-    """What a compiled graph of this model depends on, hashed: its layout (class and the
-    shapes of its weights, not their values), precision, device, frame size (height, width),
-    frames per call, torch version, the inference settings and the code that builds the graph."""
-    layout = [(name, list(value.shape)) for name, value in model.state_dict().items()]
+def model_id(model: nn.Module) -> str:
+    """A hash of the model's class, layout and weights (float32 bytes); take it before the model
+    is converted to a reduced precision, which rounds its weights in place."""
+    digest = hashlib.sha256(type(model).__qualname__.encode())
+    for name, value in model.state_dict().items():
+        digest.update(f"{name}{list(value.shape)}".encode())
+        digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def compile_key(model: str, dtype: torch.dtype | None, device: torch.device,
+                frame_size: tuple[int, int], batch: int) -> str:
+    """What a compiled package depends on, hashed: the model (its model_id), precision, device,
+    frame size (height, width), frames per call, torch version, the inference settings and the
+    code that builds the graph."""
     description = {
-        "model": type(model).__qualname__, "layout": layout, "dtype": str(dtype or torch.float32),
-        "device": device.type, "frame": list(frame_size), "batch": batch, "torch": torch.__version__,
+        "model": model, "dtype": str(dtype or torch.float32), "device": device.type,
+        "frame": list(frame_size), "batch": batch, "torch": torch.__version__,
         "head_phases": config.HEAD_PHASES, "channels_last": config.STYLIZE_CHANNELS_LAST,
         "code": _code_version(),
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 
-def marker(key: str) -> Path:
-    return cache_dir() / MARKER_FOLDER / key
+def package_path(key: str) -> Path:
+    return cache_dir() / PACKAGE_FOLDER / f"{key}.pt2"
 
 
 def is_warm(key: str) -> bool:
-    """Whether a compiled run has stored this shape's graph (see the module's docstring)."""
-    return marker(key).is_file()
+    """Whether an earlier run left this key's package (see the module's docstring)."""
+    return package_path(key).is_file()
 
 
-def remember(keys: list[str]) -> None:
-    """Mark these shapes as compiled; a cache folder that cannot be written is no error."""
-    for key in keys:
-        try:
-            atomic_write(marker(key), lambda tmp: Path(tmp).write_text(torch.__version__))
-        except OSError:
-            return
+def _build(step: nn.Module, example: torch.Tensor, path: Path) -> None:
+    # A CUDA build of torch on a machine without CUDA says so while compiling: noise here.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    with torch.inference_mode():
+        program = torch.export.export(step, (example,))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Freezing folds the weights into the kernels (prepacked convolution weights on the CPU).
+    atomic_write(path, lambda tmp: torch._inductor.aoti_compile_and_package(
+        program, package_path=tmp, inductor_configs={"freezing": True}))
+
+
+def compiled_step(step: nn.Module, example: torch.Tensor, key: str) -> tuple[Step, bool]:
+    """(The compiled step for inputs shaped like example, whether it had to be built): loaded
+    from key's package, or built into it first."""
+    path = package_path(key)
+    built = False
+    if not path.is_file():
+        use_persistent_cache()
+        _build(step, example, path)
+        built = True
+    try:
+        return torch._inductor.aoti_load_package(str(path)), built
+    except Exception:  # noqa: BLE001 - a damaged or foreign package: build it again, once
+        if built:
+            raise
+        _build(step, example, path)
+        return torch._inductor.aoti_load_package(str(path)), True

@@ -149,9 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "frames differ from fp32 by a mean of more than "
                         f"{config.AUTO_PRECISION_MAX_MEAN_DIFF}/255 in that precision")
     p.add_argument("--compile", type=auto_or_bool, default=d["compile"],
-                   help="torch.compile the network: True, False, or auto (the default): only for "
-                        "videos long enough to repay the compiler's wait, on a CPU, or shorter ones "
-                        "once an earlier run compiled their frame size (compiled kernels are kept in "
+                   help="compile the network ahead of time (torch.export, AOTInductor): True, "
+                        "False, or auto (the default): only for videos long enough to repay the "
+                        "compiler's wait, on a CPU, or shorter ones once an earlier run compiled "
+                        "this model for their frame size (compiled packages are kept in "
                         f"$TORCHINDUCTOR_CACHE_DIR or ~/.cache/{config.COMPILE_CACHE_SUBDIR})")
     # The look of the output (stylization/blend.py; docs/smoothing.md): any model, no retraining.
     p.add_argument("--strength", type=float, default=d["strength"],
@@ -297,13 +298,6 @@ def compile_pays(content_type: ContentType, jobs: list[Job], max_size: int | Non
     return all_warm and megapixels >= config.COMPILE_AUTO_WARM_MIN_MEGAPIXEL_FRAMES
 
 
-def remember_compiled(processor: Processor, model: torch.nn.Module, device: torch.device) -> None:
-    """Mark the shapes this run compiled as warm for later runs (stylization/compile_cache.py),
-    under the precision they were compiled in."""
-    compile_cache.remember([compile_cache.shape_key(model, processor.dtype, device, size, batch)
-                            for size, batch in processor.compiled_shapes])
-
-
 def check_args(args: argparse.Namespace) -> None:
     if args.max_size is not None and args.max_size < MIN_MAX_SIZE:
         fail(f"--max_size must be at least {MIN_MAX_SIZE} (got {args.max_size})")
@@ -447,10 +441,11 @@ def main(argv: list[str] | None = None) -> None:
     batch_size = args.batch_size or default_batch_size(device)
     compiled = args.compile
     if compiled == "auto":
+        ids = [compile_cache.model_id(model) for model in models]
         compiled = compile_pays(content_type, jobs, args.max_size, device,
                                 warm=lambda size: all(compile_cache.is_warm(
-                                    compile_cache.shape_key(model, dtype, device, size, batch_size))
-                                    for model in models))
+                                    compile_cache.compile_key(model, dtype, device, size, batch_size))
+                                    for model in ids))
         if compiled:
             notes.append("compiling the network for these videos (--compile auto): the first "
                          "frames wait for the compiler")
@@ -492,8 +487,6 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if display is not None:
             display.close()
-        for processor, model in zip(processors, models):
-            remember_compiled(processor, model, device)
     report = report.merge(share.gather(report))
     report.print()  # on the first process only: the others' stdout goes nowhere
     if report.skipped:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 import sys
 from typing import Sequence
 
@@ -49,14 +48,27 @@ def _size(frame: np.ndarray) -> str:
     return f"{frame.shape[1]}x{frame.shape[0]}"
 
 
+class FramesToFrames(torch.nn.Module):
+    """The whole step a compile covers: RGB uint8 frames N x H x W x 3 in and out, so that the
+    conversions fuse with the first and last layers."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype, memory_format: torch.memory_format):
+        super().__init__()
+        self.model, self.dtype, self.memory_format = model, dtype, memory_format
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        batch = frames_to_batch(frames, self.dtype).contiguous(memory_format=self.memory_format)
+        return batch_to_frames(self.model(batch))
+
+
 class Processor:
     """Runs the network on batches of same-sized frames; one code path for every device.
 
     The network runs as network/fast_inference.py rewrites it, with weights and activations in
     dtype (None: float32; measured faster than autocast, which converts around every layer).
-    channels_last: NHWC memory for the network's input. compile: torch.compile the whole step
-    from uint8 frames to uint8 frames, so that the conversions fuse with the first and last
-    layers (the first batch then takes a while). batch_size: how many frames a video pipeline
+    channels_last: NHWC memory for the network's input. compile: run FramesToFrames compiled
+    ahead of time by AOTInductor, one package per batch shape kept across runs
+    (stylization/compile_cache.py); the first batch of a new shape waits for the build. batch_size: how many frames a video pipeline
     hands over per call. guard_precision (--precision auto): the first batch also runs in
     float32, and a reduced dtype that strays too far from it is dropped for float32
     (stylization/precision_guard.py); `precision_difference` then holds the difference.
@@ -74,6 +86,7 @@ class Processor:
         self.device = torch.device(device)
         self.tile_pixels = tile_budget * 1e6 if tile_budget else None
         self._source_model = model  # the plain layers, for the tiles' receptive radius
+        self._model_id = compile_cache.model_id(model) if compile else None  # before any rounding
         self._tiler: TiledNetwork | None = None
         self._max_batch: int | None = None
         self._told: set[str] = set()
@@ -90,24 +103,32 @@ class Processor:
         self.precision_difference: float | None = None
         # An ONNX model has no parameters: .to(dtype) leaves it in its own float32.
         self.model = fast.to(self.device, self.dtype).eval()
-        self.compiled = compile
-        if compile:
-            # A CUDA build of torch on a machine without CUDA says so while compiling: noise here.
-            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-            compile_cache.use_persistent_cache()  # a later run of the same shape starts warm
-        self._step = (torch.compile(self._frames_to_frames, dynamic=False, options={"freezing": True})
-                      if compile else self._frames_to_frames)
+        self.compiled = compile and tileable(model)  # an ONNX model runs in ONNX Runtime as it is
+        # One compiled step per batch shape, each loaded from (or first built into) a package of
+        # stylization/compile_cache.py; `built` tells whether any had to be built.
+        self._steps: dict[tuple[int, ...], compile_cache.Step] = {}
+        self.built = False
         self._full_batch: dict[tuple[int, ...], int] = {}
-        self._compiled: set[tuple[tuple[int, int], int]] = set()
-
-    @property
-    def compiled_shapes(self) -> list[tuple[tuple[int, int], int]]:
-        """((height, width), frames per call) of every shape compiled so far."""
-        return sorted(self._compiled)
 
     def _frames_to_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        batch = frames_to_batch(frames, self.dtype).contiguous(memory_format=self.memory_format)
-        return batch_to_frames(self.model(batch))
+        return FramesToFrames(self.model, self.dtype, self.memory_format)(frames)  # eager
+
+    def _compiled(self, frames: torch.Tensor) -> torch.Tensor:
+        shape = tuple(frames.shape)
+        if shape not in self._steps:
+            key = compile_cache.compile_key(self._model_id, self.dtype, self.device, shape[1:3],
+                                            shape[0])
+            step = FramesToFrames(self.model, self.dtype, self.memory_format)
+            try:
+                self._steps[shape], built = compile_cache.compiled_step(step, frames, key)
+            except Exception as err:  # noqa: BLE001 - the compilers raise many types
+                first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                self._tell("compile", f"note: compiling the network failed ({first_line[:200]}); "
+                           "continuing without --compile")
+                self.compiled = False
+                return self._frames_to_frames(frames)
+            self.built = self.built or built
+        return self._steps[shape](frames)
 
     def _settle_precision(self, frames: torch.Tensor) -> torch.Tensor:
         """The first batch, eager, in dtype and in float32; keeps the dtype only if they agree."""
@@ -118,7 +139,7 @@ class Processor:
         self.precision_difference = precision_guard.mean_difference(reference, reduced)
         if precision_guard.keeps_reduced(self.precision_difference):
             return reduced
-        # Before the first compiled call, so torch.compile traces the float32 model.
+        # Before the first compiled call, so that the float32 model is the one compiled.
         precision_guard.report(precision_guard.fallback_note(self.dtype, self.precision_difference))
         self.model, self.dtype = reference_model, torch.float32
         return reference
@@ -210,8 +231,6 @@ class Processor:
             if self._reference is not None:
                 result = self._settle_precision(batch)
             else:
-                result = self._step(batch)
-                if self.compiled:
-                    self._compiled.add((tuple(batch.shape[1:3]), len(batch)))
+                result = (self._compiled if self.compiled else self._frames_to_frames)(batch)
             result = result.cpu().numpy()
         return list(result[:count])

@@ -86,8 +86,9 @@ def test_models_of_other_layouts_are_returned_unchanged():
 
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
-                    reason="torch.compile on the CPU builds C++ kernels: no C++ compiler here")
-def test_compiled_processor_gives_the_eager_processors_frames():
+                    reason="compiling on the CPU builds C++ kernels: no C++ compiler here")
+def test_compiled_processor_gives_the_eager_processors_frames(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # not the user's cache
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (24, 40, 3), dtype=np.uint8) for _ in range(3)]
     model = random_network(NetworkConfig(channels=(8, 12, 16), res_blocks=1))

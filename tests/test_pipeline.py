@@ -218,3 +218,22 @@ def test_reduced_precision_stays_close_to_float32(tiny_model):
     reduced = Processor(load_model(tiny_model), "cpu", torch.bfloat16)(frames)
     diffs = [np.abs(a.astype(int) - b.astype(int)) for a, b in zip(reference, reduced)]
     assert all(0 < d.mean() < 4 for d in diffs)  # it did run in bf16, and stayed close
+
+
+def test_the_benchmarks_camera_stand_in_keeps_its_pace_and_loops_the_clip(tmp_path):
+    from benchmarks.stylize_speed import camera_frames
+    clip = write_video(tmp_path / "c.mp4", 5, 32, 24)
+    start = time.perf_counter()
+    frames = list(camera_frames(clip, fps=40, seconds=0.5))
+    elapsed = time.perf_counter() - start
+    assert [index for index, _ in frames] == list(range(20))  # 4 passes over 5 frames
+    assert 0.45 <= elapsed < 1.5  # frame 19 is due at 0.475 s
+    assert np.array_equal(frames[0][1], frames[5][1])
+
+
+def test_the_benchmarks_webcam_row_shows_frames_at_most_at_the_sources_rate(tmp_path, tiny_model):
+    from benchmarks.stylize_speed import live_rate
+    clip = write_video(tmp_path / "c.mp4", 6, 32, 24)
+    rate, source_frames = live_rate(clip, tiny_model, torch.device("cpu"), fps=20, seconds=1.0)
+    assert source_frames == 20
+    assert 0 < rate <= 20 * 1.2  # a shown frame waits for its source frame
