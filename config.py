@@ -181,22 +181,21 @@ TILE_WINDOW_SHARE = 0.5
 TILE_STATISTICS = "exact"
 
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels
-# in all (frames x width x height / 1e6). On the 2-core CPU a cold compile kept the first batch
-# waiting 7.5-14 s, and compiled bf16 then saved 0.022 s per 640x360 frame end to end (10.0
-# against 8.2 frames/s): it breaks even after 350-650 such frames, 80-150 megapixels. The
-# margin is for slower compiles. Images, webcams and GPUs (not measured) stay eager.
-COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES = 216
-# Compiled kernels are kept across runs in Inductor's on-disk caches (FX graph cache; its key
-# covers the graph, the torch version and the compile options; frozen weights are bound at
-# run time, so another model of the same sizes is served the same kernels with its own
-# weights: tests/test_compile_cache.py). The folder is $TORCHINDUCTOR_CACHE_DIR when set, else
-# this one under the user's cache ($XDG_CACHE_HOME, else ~/.cache).
+# in all (frames x width x height / 1e6). On the idle 2-core CPU (`python
+# benchmarks/stylize_speed.py --compile_cache ...`, docs/stylization_speed.md) building the
+# package of the default network cost a whole process of 120 640x360 frames 39.5 s more than
+# eager, and a compiled batch saved about 0.02 s per frame: it breaks even after about 2000
+# such frames, 460 megapixels. Images, webcams and GPUs (not measured) stay eager.
+COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES = 460
+# Compiled packages (stylization/compile_cache.py), and Inductor's own caches, are kept in
+# $TORCHINDUCTOR_CACHE_DIR when set, else in this folder under the user's cache
+# ($XDG_CACHE_HOME, else ~/.cache).
 COMPILE_CACHE_SUBDIR = "video-style-transfer/inductor"
-# When every video of a run has a shape (network sizes, precision, frame size, batch) that an
-# earlier run compiled, the compile is warm (tracing and loading, no C++ build) and --compile
-# auto compiles from this many megapixels on. Provisional: an estimate (a warm compile of
-# ~2-3 s against 0.022 s saved per 640x360 frame) until `benchmarks/stylize_speed.py
-# --compile_cache` is run on an idle machine.
+# When an earlier run left the package of every video's shape (model, precision, frame size,
+# batch), the compile is warm (the package is loaded, not built) and --compile auto compiles from
+# this many megapixels on: about 110 frames at 640x360, where the same benchmark measured the
+# warm compiled process and the eager one within noise of each other (18.7 and 19.3 s on 120
+# frames, default network).
 COMPILE_AUTO_WARM_MIN_MEGAPIXEL_FRAMES = 25
 
 # Frames per network call for video when --batch_size is not given. On the 2-core CPU at

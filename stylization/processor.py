@@ -68,8 +68,9 @@ class Processor:
     dtype (None: float32; measured faster than autocast, which converts around every layer).
     channels_last: NHWC memory for the network's input. compile: run FramesToFrames compiled
     ahead of time by AOTInductor, one package per batch shape kept across runs
-    (stylization/compile_cache.py); the first batch of a new shape waits for the build. batch_size: how many frames a video pipeline
-    hands over per call. guard_precision (--precision auto): the first batch also runs in
+    (stylization/compile_cache.py); the first batch of a new shape waits for its build (a
+    failed build is one note, and the run goes on eager). batch_size: how many frames a video
+    pipeline hands over per call. guard_precision (--precision auto): the first batch also runs in
     float32, and a reduced dtype that strays too far from it is dropped for float32
     (stylization/precision_guard.py); `precision_difference` then holds the difference.
 

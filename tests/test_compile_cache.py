@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,6 +21,7 @@ from stylization import compile_cache
 from stylization import main as stylize_main
 from stylization.enum_class import ContentType
 from stylization.paths import Job
+from stylization.processor import Processor
 
 CPU = torch.device("cpu")
 
@@ -146,3 +148,17 @@ def test_a_damaged_package_is_built_again(tmp_path, monkeypatch):
     package.write_bytes(b"cut short")
     step, built = compile_cache.compiled_step(network(0), torch.zeros(2, 24, 40, 3), key)
     assert built and calls == [package] and package.read_bytes() == b"rebuilt"
+
+
+def test_a_failed_build_is_one_note_and_the_run_goes_on_eager(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    def fail_to_build(step, example, path):
+        raise RuntimeError("C++ compile failed\nmany more lines")
+    monkeypatch.setattr(compile_cache, "_build", fail_to_build)
+    frames = [np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8) for _ in range(2)]
+    processor = Processor(network(0), "cpu", compile=True, batch_size=2)
+    got = processor(frames) + processor(frames)
+    eager = Processor(network(0), "cpu")(frames)
+    assert all(np.array_equal(a, b) for a, b in zip(got, eager + eager))
+    assert not processor.compiled
+    assert capsys.readouterr().err.count("compiling the network failed (C++ compile failed)") == 1

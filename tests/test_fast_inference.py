@@ -11,6 +11,7 @@ from torch import nn
 from config import NETWORK_SIZES, NetworkConfig
 from network.fast_inference import (PhaseConv, SubpixelUpsampleConv, TwoPassInstanceNorm,
                                     for_inference)
+from network import fast_inference
 from network.style_network import ConvLayer, StylizingNetwork, UpsampleConv
 from stylization.processor import Processor
 
@@ -97,3 +98,25 @@ def test_compiled_processor_gives_the_eager_processors_frames(tmp_path, monkeypa
     got = compiled(frames) + compiled(frames[:1])  # a short last batch is padded, then cut
     for ours, theirs in zip(got, eager + eager[:1]):
         assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_biases_that_instance_norms_cancel_are_dropped_and_bf16_comes_closer(compiled, monkeypatch):
+    model = random_network(NetworkConfig(channels=(8, 12, 16), res_blocks=2))
+    with torch.no_grad():  # biases far from zero, as trained networks can have them
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d) and module is not model.head[1]:
+                module.bias.add_(8.0)
+    x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    dropped = for_inference(model, compiled=compiled)
+    with_biases = [m for m in dropped.modules() if isinstance(m, (nn.Conv2d, SubpixelUpsampleConv, PhaseConv))
+                   and m.bias is not None]
+    assert len(with_biases) == 1  # the head's, which no norm follows
+    monkeypatch.setattr(fast_inference, "drop_cancelled_biases", lambda module: None)
+    kept = for_inference(model, compiled=compiled)
+    with torch.no_grad():
+        reference = model(x)
+        assert (dropped(x) - reference).abs().max() < 1e-4  # the same function in float32
+        errors = [(net.to(torch.bfloat16)(x.bfloat16()).float() - reference).abs().mean()
+                  for net in (kept, dropped)]
+    assert errors[1] < 0.5 * errors[0]
