@@ -1,11 +1,11 @@
 """Compiled networks kept across runs, so that short clips get compiled speed too.
 
-A compile of the stylizing network costs 20-60 s on a 2-core CPU, most of it building C++
-kernels. Inductor's FX graph cache keeps those, but a warm torch.compile still traces,
-freezes and loads the graph at every start (3.6 s of a 640x360 batch on the 2-core CPU).
-So a compiled step is built ahead of time instead: torch.export of the whole step from uint8
-frames to uint8 frames, compiled by AOTInductor with the weights frozen into it, stored as one
-package file per compile key; a later run of the same key loads the package (1.2 s) and runs.
+A compile of the stylizing network costs tens of seconds on a 2-core CPU, most of it building
+C++ kernels (docs/stylization_speed.md). Inductor's FX graph cache keeps those, but a warm
+torch.compile still traces, freezes and loads the graph at every start. So a compiled step is
+built ahead of time instead: torch.export of the whole step from uint8 frames to uint8 frames,
+compiled by AOTInductor with the weights frozen into it, stored as one package file per compile
+key; a later run of the same key loads the package and runs.
 
 The key covers everything the package depends on: the model's layout and weights (they are
 constants of the package: another model, or the same file retrained, gets its own), precision,
