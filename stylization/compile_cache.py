@@ -120,7 +120,7 @@ def compiled_step(step: nn.Module, example: torch.Tensor, key: str) -> tuple[Ste
     from key's package, or built into it first."""
     path = package_path(key)
     built = False
-    if not path.is_file():
+    if not is_warm(key):
         use_persistent_cache()
         _build(step, example, path)
         built = True

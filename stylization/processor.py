@@ -104,6 +104,7 @@ class Processor:
         self.precision_difference: float | None = None
         # An ONNX model has no parameters: .to(dtype) leaves it in its own float32.
         self.model = fast.to(self.device, self.dtype).eval()
+        self._eager = FramesToFrames(self.model, self.dtype, self.memory_format)
         self.compiled = compile and tileable(model)  # an ONNX model runs in ONNX Runtime as it is
         # One compiled step per batch shape, each loaded from (or first built into) a package of
         # stylization/compile_cache.py; `built` tells whether any had to be built.
@@ -111,38 +112,34 @@ class Processor:
         self.built = False
         self._full_batch: dict[tuple[int, ...], int] = {}
 
-    def _frames_to_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        return FramesToFrames(self.model, self.dtype, self.memory_format)(frames)  # eager
-
     def _compiled(self, frames: torch.Tensor) -> torch.Tensor:
         shape = tuple(frames.shape)
         if shape not in self._steps:
             key = compile_cache.compile_key(self._model_id, self.dtype, self.device, shape[1:3],
                                             shape[0])
-            step = FramesToFrames(self.model, self.dtype, self.memory_format)
             try:
-                self._steps[shape], built = compile_cache.compiled_step(step, frames, key)
+                self._steps[shape], built = compile_cache.compiled_step(self._eager, frames, key)
             except Exception as err:  # noqa: BLE001 - the compilers raise many types
                 first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 self._tell("compile", f"note: compiling the network failed ({first_line[:200]}); "
                            "continuing without --compile")
                 self.compiled = False
-                return self._frames_to_frames(frames)
+                return self._eager(frames)
             self.built = self.built or built
         return self._steps[shape](frames)
 
     def _settle_precision(self, frames: torch.Tensor) -> torch.Tensor:
         """The first batch, eager, in dtype and in float32; keeps the dtype only if they agree."""
         reference_model, self._reference = self._reference, None
-        reduced = self._frames_to_frames(frames)
-        batch = frames_to_batch(frames).contiguous(memory_format=self.memory_format)
-        reference = batch_to_frames(reference_model(batch))
+        reduced = self._eager(frames)
+        reference_step = FramesToFrames(reference_model, torch.float32, self.memory_format)
+        reference = reference_step(frames)
         self.precision_difference = precision_guard.mean_difference(reference, reduced)
         if precision_guard.keeps_reduced(self.precision_difference):
             return reduced
         # Before the first compiled call, so that the float32 model is the one compiled.
         precision_guard.report(precision_guard.fallback_note(self.dtype, self.precision_difference))
-        self.model, self.dtype = reference_model, torch.float32
+        self.model, self.dtype, self._eager = reference_model, torch.float32, reference_step
         return reference
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -232,6 +229,6 @@ class Processor:
             if self._reference is not None:
                 result = self._settle_precision(batch)
             else:
-                result = (self._compiled if self.compiled else self._frames_to_frames)(batch)
+                result = (self._compiled if self.compiled else self._eager)(batch)
             result = result.cpu().numpy()
         return list(result[:count])
