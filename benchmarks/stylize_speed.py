@@ -8,7 +8,9 @@ In one run, on the same model weights and the same video, it prints frames/s of
    (the rest runs after utils.keep_freed_memory(), as stylize.py does);
 2. the network alone on frames already decoded into memory (stylization.processor.Processor,
    as the pipeline calls it), per precision and batch size, and the same for the network as
-   trained (its layers not rewritten by network/fast_inference.py), to show what each step gives;
+   trained (its layers not rewritten by network/fast_inference.py), to show what each step gives
+   (with --other_norms also with PyTorch's own instance-norm kernel instead of the group norms
+   that network/fast_inference.py swaps in);
 3. stylize.py end to end (its main(), in this process, exactly as the command line runs it:
    decode, network, H.264 encode and audio mux), per precision;
 and, per precision, the network's achieved GFLOP/s (convolution FLOPs counted by
@@ -65,6 +67,7 @@ from stylization.main import main as stylize_main  # noqa: E402
 from stylization.pipeline import stylize_live  # noqa: E402
 from stylization.processor import Processor, default_batch_size, stylize_precision  # noqa: E402
 from stylization.sink import find_ffmpeg  # noqa: E402
+from network import fast_inference  # noqa: E402
 from network.fast_inference import for_inference  # noqa: E402
 from network.export import export_model  # noqa: E402
 from network.formats import load_model  # noqa: E402
@@ -146,10 +149,18 @@ def decoded_frames(video: Path) -> list[np.ndarray]:
 
 
 def model_only(model_path: Path, device: torch.device, dtype: torch.dtype | None, frames: list[np.ndarray],
-               batch_size: int, compiled: bool, channels_last: bool) -> tuple[float, float, list[np.ndarray]]:
-    """(frames/s after the first batch, seconds of the first batch, all results)."""
-    processor = Processor(load_model(model_path, device), device, dtype, channels_last=channels_last,
-                          compile=compiled, batch_size=batch_size)
+               batch_size: int, compiled: bool, channels_last: bool,
+               group_norms: bool = True) -> tuple[float, float, list[np.ndarray]]:
+    """(frames/s after the first batch, seconds of the first batch, all results). With
+    group_norms False (eager only) the instance norms keep PyTorch's instance-norm kernel."""
+    swap_norms = fast_inference.swap_norms
+    if not group_norms:
+        fast_inference.swap_norms = lambda model, compiled: None
+    try:
+        processor = Processor(load_model(model_path, device), device, dtype, channels_last=channels_last,
+                              compile=compiled, batch_size=batch_size)
+    finally:
+        fast_inference.swap_norms = swap_norms
     batches = [frames[i:i + batch_size] for i in range(0, len(frames), batch_size)]
     start = clock()
     results = processor(batches[0])
@@ -420,6 +431,9 @@ def main() -> None:
     parser.add_argument("--other_layout", action="store_true",
                         help="add model-only rows with the memory format config.STYLIZE_CHANNELS_LAST "
                              "does not pick (NCHW vs channels-last)")
+    parser.add_argument("--other_norms", action="store_true",
+                        help="add eager model-only rows with PyTorch's instance-norm kernel (the "
+                             "comparison for network/fast_inference.py's group-norm swap)")
     parser.add_argument("--skip_naive", action="store_true", help="leave out the naive loop")
     parser.add_argument("--matmul_size", type=int, default=2048)
     parser.add_argument("--memory_frames", default=None,
@@ -517,6 +531,11 @@ def main() -> None:
                     for batch_size in batch_sizes:
                         runs.append((label, used, batch_size, functools.partial(
                             model_only, model_path, device, dtype, frames, batch_size, compiled, channels_last)))
+                if args.other_norms and not compiled:
+                    for batch_size in batch_sizes:
+                        runs.append(("model only, instance-norm kernel", used, batch_size, functools.partial(
+                            model_only, model_path, device, dtype, frames, batch_size, False,
+                            config.STYLIZE_CHANNELS_LAST, group_norms=False)))
                 if args.glibc_defaults:
                     continue
                 label = "stylize.py end to end" + (" compiled" if compiled else "")

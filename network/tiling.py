@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 import config
-from network.fast_inference import TwoPassInstanceNorm
+from network.fast_inference import ChannelGroupNorm, TwoPassInstanceNorm
 from utils import frames_to_batch
 
 
@@ -230,7 +230,7 @@ class _StoredStatsNorm(nn.Module):
 def _norm_parameters(module: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None, float] | None:
     if isinstance(module, nn.InstanceNorm2d):
         return (module.weight, module.bias, module.eps) if module.affine else (None, None, module.eps)
-    if isinstance(module, TwoPassInstanceNorm):
+    if isinstance(module, (TwoPassInstanceNorm, ChannelGroupNorm)):
         return module.weight, module.bias, module.eps
     return None
 

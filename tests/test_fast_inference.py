@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from config import NETWORK_SIZES, NetworkConfig
-from network.fast_inference import (PhaseConv, SubpixelUpsampleConv, TwoPassInstanceNorm,
-                                    for_inference)
-from network import fast_inference
+from network.fast_inference import (ChannelGroupNorm, PhaseConv, SubpixelUpsampleConv,
+                                    TwoPassInstanceNorm, for_inference)
+from network import examples_network, fast_inference, original_network
+from network.formats import RangeAdapter
 from network.style_network import ConvLayer, StylizingNetwork, UpsampleConv
 from stylization.processor import Processor
 
@@ -52,10 +53,12 @@ def test_every_layer_it_can_rewrite_is_rewritten_and_the_original_is_left_alone(
     assert all(isinstance(layer, SubpixelUpsampleConv) for layer in fast.up)
     assert not any(isinstance(m, nn.InstanceNorm2d) for m in fast.modules())
     assert any(isinstance(m, TwoPassInstanceNorm) for m in fast.modules())
+    eager = for_inference(model)
+    assert not any(isinstance(m, (nn.InstanceNorm2d, TwoPassInstanceNorm)) for m in eager.modules())
+    assert any(isinstance(m, ChannelGroupNorm) for m in eager.modules())
     # the network passed in is not changed: training and export keep using it
     assert isinstance(model.head, ConvLayer)
     assert all(isinstance(layer, UpsampleConv) for layer in model.up)
-    assert not any(isinstance(m, TwoPassInstanceNorm) for m in for_inference(model).modules())
 
 
 @pytest.mark.parametrize("name", list(NETWORK_SIZES))
@@ -81,9 +84,43 @@ def test_what_it_cannot_rewrite_stays_and_still_matches():
         assert (for_inference(single)(x) - single(x)).abs().max() < 1e-5
 
 
-def test_models_of_other_layouts_are_returned_unchanged():
+def test_models_without_instance_norms_are_returned_unchanged():
     other = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1))
     assert for_inference(other) is other
+
+
+@pytest.mark.parametrize("layout", [original_network, examples_network])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_other_layouts_get_the_faster_norms_and_keep_their_function(layout, compiled):
+    torch.manual_seed(0)
+    net = layout.OriginalNetwork() if layout is original_network else layout.ExamplesNetwork()
+    with torch.no_grad():  # norms' weights and biases away from 1 and 0, as trained ones are
+        for parameter in net.parameters():
+            parameter.normal_(0.0, 0.5 if parameter.ndim == 1 else 0.1)
+    model = RangeAdapter(net, layout.VALUE_RANGE, layout.MIN_SIDE).eval()
+    norms = sum(isinstance(m, nn.InstanceNorm2d) for m in model.modules())
+    fast = for_inference(model, compiled=compiled)
+    swapped = [m for m in fast.modules() if isinstance(m, (ChannelGroupNorm, TwoPassInstanceNorm))]
+    assert norms > 0 and len(swapped) == norms  # every one of them (all affine in both layouts)
+    assert all(isinstance(m, TwoPassInstanceNorm if compiled else ChannelGroupNorm) for m in swapped)
+    assert sum(isinstance(m, nn.InstanceNorm2d) for m in model.modules()) == norms  # a copy
+    x = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = model(x), fast(x)
+    assert expected.std() > 1e-3  # live (the examples layout's 0-255 output is small here)
+    assert (got - expected).abs().max() < 1e-3 * expected.std()
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_channel_group_norm_is_the_instance_norm(affine):
+    norm = nn.InstanceNorm2d(6, affine=affine)
+    if affine:
+        with torch.no_grad():
+            norm.weight.normal_(1.0, 0.5)
+            norm.bias.normal_(0.0, 0.5)
+    x = torch.randn(2, 6, 9, 13, generator=torch.Generator().manual_seed(0)) * 3 + 2
+    with torch.no_grad():
+        assert (ChannelGroupNorm(norm)(x) - norm(x)).abs().max() < 1e-5
 
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
@@ -120,3 +157,26 @@ def test_biases_that_instance_norms_cancel_are_dropped_and_bf16_comes_closer(com
         errors = [(net.to(torch.bfloat16)(x.bfloat16()).float() - reference).abs().mean()
                   for net in (kept, dropped)]
     assert errors[1] < 0.5 * errors[0]
+
+
+def test_speed_benchmarks_norm_comparison_runs_the_instance_norm_kernel_and_restores(tmp_path, monkeypatch):
+    from benchmarks import stylize_speed
+    from conftest import tiny_checkpoint
+
+    kinds = []
+
+    def recording(*args, **kwargs) -> Processor:
+        processor = Processor(*args, **kwargs)
+        kinds.append({type(m).__name__ for m in processor.model.modules()})
+        return processor
+
+    monkeypatch.setattr(stylize_speed, "Processor", recording)
+    path = tiny_checkpoint(tmp_path / "tiny.pth.tar")
+    frames = [np.random.default_rng(i).integers(0, 256, (20, 28, 3), dtype=np.uint8) for i in range(3)]
+    ours = stylize_speed.model_only(path, torch.device("cpu"), None, frames, 1, False, False)[2]
+    theirs = stylize_speed.model_only(path, torch.device("cpu"), None, frames, 1, False, False,
+                                      group_norms=False)[2]
+    assert "ChannelGroupNorm" in kinds[0] and "InstanceNorm2d" not in kinds[0]
+    assert "InstanceNorm2d" in kinds[1] and "ChannelGroupNorm" not in kinds[1]
+    assert fast_inference.swap_norms.__name__ == "swap_norms"  # put back
+    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(ours, theirs))
