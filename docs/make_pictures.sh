@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Rebuilds the pictures of README.md and docs/shipped_models.md with the project's own commands,
-# from files the repository holds (docs/grace_hopper.jpg, trained_models/) and each shipped
-# model's training output (its loss plot).
-# Usage: bash docs/make_pictures.sh <model>=<train_output_dir of its run> ...  (writes
-#   docs/gallery.jpg and docs/loss_plots.png)
-#   e.g. bash docs/make_pictures.sh mosaic=/work/runs/mosaic2/out
+# from files the repository holds (docs/grace_hopper.jpg, trained_models/, docs/losses/).
+# Usage: bash docs/make_pictures.sh [<model>=<train_output_dir of its run> ...]
+#   Each <model>=<dir> first copies that run's loss plot (<dir>/<model>_losses.png, as train.py
+#   drew it) to docs/losses/<model>.png, labelled; then docs/gallery.jpg (the sample photo
+#   through every model in trained_models/) and docs/loss_plots.png (every plot in docs/losses/)
+#   are written. e.g. bash docs/make_pictures.sh candy_fast=runs/candy_fast/out
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
@@ -29,16 +30,19 @@ else:  # one model: the photo and its output side by side
     pair.save("docs/gallery.jpg", quality=88)
 PY
 
-# Each style's loss plot as train.py drew it, named, two to a row.
+# Each model's loss plot as train.py drew it, named, two to a row.
 python - "$@" <<'PY'
 import sys
+from pathlib import Path
 from PIL import Image, ImageDraw
-plots = []
+kept = Path("docs/losses")
+kept.mkdir(exist_ok=True)
 for pair in sys.argv[1:]:
     model, _, folder = pair.partition("=")
     plot = Image.open(f"{folder}/{model}_losses.png").convert("RGB")
     ImageDraw.Draw(plot).text((10, 8), model, fill=(0, 0, 0))
-    plots.append(plot)
+    plot.save(kept / f"{model}.png")
+plots = [Image.open(path).convert("RGB") for path in sorted(kept.glob("*.png"))]
 if plots:
     w, h = plots[0].size
     columns = min(2, len(plots))
