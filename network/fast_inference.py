@@ -182,14 +182,13 @@ def for_inference(model: nn.Module, compiled: bool = False) -> nn.Module:
     biases that instance norms cancel dropped and the instance norms swapped (swap_norms); of
     another project's network a copy with its norms swapped; a model without instance norms
     (ONNX) is returned as it is."""
-    if not isinstance(model, StylizingNetwork):
-        if not any(_instance_norm(module) for module in model.modules()):
-            return model
-        other = copy.deepcopy(model)
-        swap_norms(other, compiled)
-        return other
+    ours = isinstance(model, StylizingNetwork)
+    if not ours and not any(_instance_norm(module) for module in model.modules()):
+        return model
     fast = copy.deepcopy(model)
     swap_norms(fast, compiled)
+    if not ours:
+        return fast
     fast.up = nn.Sequential(*[SubpixelUpsampleConv(layer) if SubpixelUpsampleConv.applies_to(layer)
                               else layer for layer in fast.up])
     phases = config.HEAD_PHASES
