@@ -122,6 +122,7 @@ TRAIN_DEFAULTS = {
     # would do nothing.
     "lambda_content": 10.0,
     "lambda_style": 10.0,
+    "style_layer_weights": None,  # one per LOSS_LAYERS style layer; None: 1 each
     "lambda_regu": 1e-2,
     "lambda_noise": 0.1,
     "noise_per_img": 20000,

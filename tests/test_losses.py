@@ -92,6 +92,19 @@ def test_style_loss_weighs_layers_of_very_different_scales_alike():
     assert rescaled.item() == pytest.approx(both.item(), rel=1e-4)
 
 
+def test_style_layer_weights_scale_each_layers_distance():
+    torch.manual_seed(0)
+    layers = [torch.randn(2, 4, 6, 6), torch.randn(2, 8, 3, 3)]
+    targets = [L.gram_matrix(torch.randn(1, 4, 6, 6)), L.gram_matrix(torch.randn(1, 8, 3, 3))]
+    shallow = L.style_loss(layers[:1], targets[:1]).item()
+    deep = L.style_loss(layers[1:], targets[1:]).item()
+    assert L.style_loss(layers, targets).item() == pytest.approx(shallow + deep, rel=1e-6)
+    assert L.style_loss(layers, targets, [1.0, 1.0]).item() == pytest.approx(shallow + deep, rel=1e-6)
+    assert L.style_loss(layers, targets, [0.5, 3.0]).item() == pytest.approx(0.5 * shallow + 3 * deep, rel=1e-6)
+    with pytest.raises(ValueError):  # one weight per layer, no silent truncation
+        L.style_loss(layers, targets, [1.0])
+
+
 def test_style_loss_of_a_batch_is_the_mean_over_its_samples():
     torch.manual_seed(0)
     layers = [torch.randn(3, 4, 5, 5), torch.randn(3, 6, 3, 3)]

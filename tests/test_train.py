@@ -291,6 +291,10 @@ def _bad_train_inputs(ws: Path) -> dict[str, tuple[list[str], str]]:
         "noise_range above 255": (with_("--noise_range", "300"), "--noise_range must be within 0-255"),
         "save_freq below 1": (with_("--save_freq", "0"), "--save_freq must be at least 1"),
         "model_dir under a file": (with_("--model_dir", str(ws / "notes.txt" / "models")), "cannot create"),
+        "style layer weights miscounted": (train_args(ws) + ["--style_layer_weights", "1", "2"],
+                                           "--style_layer_weights needs 4 weights"),
+        "negative style layer weight": (train_args(ws) + ["--style_layer_weights", "1", "1", "1", "-2"],
+                                        "--style_layer_weights must be 0 or more"),
     }
 
 
@@ -298,7 +302,8 @@ BAD_TRAIN_CASES = ["missing content_dir", "content_dir is a file", "content_dir 
                    "missing style", "style is a folder", "style is text", "style is a truncated jpeg",
                    "missing loss network", "loss network is a folder", "VGG19 file as VGG16",
                    "VGG16 file as VGG19", "img_size below 16", "batch_size below 1", "negative lambda",
-                   "negative lr", "noise_range above 255", "save_freq below 1", "model_dir under a file"]
+                   "negative lr", "noise_range above 255", "save_freq below 1", "model_dir under a file",
+                   "style layer weights miscounted", "negative style layer weight"]
 
 
 @pytest.mark.parametrize("case", BAD_TRAIN_CASES)
@@ -323,6 +328,15 @@ def test_bf16_training_runs_and_records_its_precision(workspace):
     assert checkpoint["precision"] == "bf16" and checkpoint["step"] == 3
     assert all(v.dtype == torch.float32 for v in checkpoint["state_dict"].values())
     assert checkpoint["scaler"] == {}  # bf16 needs no loss scaling
+
+
+def test_style_layer_weights_reach_the_loss_and_the_checkpoint(workspace):
+    result = run_script("train.py", *train_args(workspace, "--style_layer_weights", "0", "0", "0", "0"))
+    assert result.returncode == 0, result.stderr
+    assert read_checkpoint(workspace / "models" / "m.pth.tar")["style_layer_weights"] == [0, 0, 0, 0]
+    with open(workspace / "out" / "m_losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(float(r["style"]) == 0 and float(r["content"]) > 0 for r in rows)
 
 
 def test_compiled_training_saves_plain_state_dict_keys(workspace, monkeypatch):

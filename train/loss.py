@@ -72,17 +72,20 @@ def content_loss(output_features: torch.Tensor, target_features: torch.Tensor) -
     return relative_error(output_features, target_features)
 
 
-def style_loss(output_features: Sequence[torch.Tensor],
-               style_grams: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Sum over layers of the relative distance between Gram matrices (see the module's note).
+def style_loss(output_features: Sequence[torch.Tensor], style_grams: Sequence[torch.Tensor],
+               layer_weights: Sequence[float] | None = None) -> torch.Tensor:
+    """Weighted sum over layers of the relative distance between Gram matrices (see the
+    module's note); layer_weights None weights every layer 1.
 
     style_grams are the style image's Grams (1 x C x C each), computed once before training;
     they are compared with every sample of the batch.
     """
+    if layer_weights is None:
+        layer_weights = [1.0] * len(style_grams)
     total = output_features[0].new_zeros((), dtype=torch.float32)
-    for features, target in zip(output_features, style_grams, strict=True):
+    for features, target, weight in zip(output_features, style_grams, layer_weights, strict=True):
         grams = gram_matrix(features)
-        total = total + relative_distance(grams, target.expand_as(grams))
+        total = total + weight * relative_distance(grams, target.expand_as(grams))
     return total
 
 

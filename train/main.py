@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate")
     p.add_argument("--lambda_content", type=float, default=d["lambda_content"], help="weight of the content loss")
     p.add_argument("--lambda_style", type=float, default=d["lambda_style"], help="weight of the style loss")
+    p.add_argument("--style_layer_weights", type=float, nargs="+", default=d["style_layer_weights"],
+                   metavar="W", help="one weight per style layer (config.LOSS_LAYERS), shallow to deep; "
+                   "default: 1 each")
     p.add_argument("--lambda_regu", type=float, default=d["lambda_regu"],
                    help="weight of the total-variation regulariser")
     p.add_argument("--lambda_noise", type=float, default=d["lambda_noise"],
@@ -124,6 +127,12 @@ def validate(args: argparse.Namespace) -> None:
     ]
     checks += [(getattr(args, f"lambda_{t}") >= 0,
                 f"--lambda_{t} must be 0 or more (got {getattr(args, f'lambda_{t}')})") for t in LOSS_TERMS]
+    weights = args.style_layer_weights
+    if weights is not None:
+        count = len(config.LOSS_LAYERS[args.loss_net_choice]["style"])
+        checks += [(len(weights) == count, f"--style_layer_weights needs {count} weights, one per style layer "
+                                           f"of {args.loss_net_choice} (got {len(weights)})"),
+                   (min(weights) >= 0, f"--style_layer_weights must be 0 or more (got {weights})")]
     for ok, message in checks:
         if not ok:
             fail(message)
@@ -247,13 +256,15 @@ def style_targets(loss_net: LossNetwork, style_image: torch.Tensor,
 def loss_terms(features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
                style_grams: list[torch.Tensor], stylised: torch.Tensor,
                stylised_noisy: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
-               flow_pair: FlowPair | None = None) -> dict[str, torch.Tensor]:
-    """The unweighted loss terms, from the loss network's features of the stylised frames and
-    the content targets (flow_pair: see FlowPair; the spatial terms use frame t only)."""
+               flow_pair: FlowPair | None = None,
+               style_layer_weights: list[float] | None = None) -> dict[str, torch.Tensor]:
+    """The loss terms before the lambdas, from the loss network's features of the stylised
+    frames and the content targets (flow_pair: see FlowPair; the spatial terms use frame t
+    only; style_layer_weights: see style_loss)."""
     zero = stylised.new_zeros((), dtype=torch.float32)
     return {
         "content": sum(L.content_loss(features[n], targets[n]) for n in layers["content"]),
-        "style": L.style_loss([features[n] for n in layers["style"]], style_grams),
+        "style": L.style_loss([features[n] for n in layers["style"]], style_grams, style_layer_weights),
         "regu": L.total_variation(stylised),
         "noise": (L.noise_loss(stylised, stylised_noisy) if stylised_noisy is not None
                   else zero),
@@ -268,9 +279,9 @@ def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) ->
 def training_step(model: nn.Module, loss_net: nn.Module, images: torch.Tensor,
                   style_grams: list[torch.Tensor], weights: dict[str, float],
                   noise_pattern: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
-                  pair: FlowPair | None = None,
+                  pair: FlowPair | None = None, style_layer_weights: list[float] | None = None,
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Total loss, the weighted-free terms, and the images for samples, for one batch.
+    """Total loss, the terms before the lambdas, and the images for samples, for one batch.
 
     model and loss_net are a StylizingNetwork and a LossNetwork, or their torch.compile'd
     wrappers. pair: the batch's next frames (not yet stylised), flows and masks for the
@@ -286,7 +297,8 @@ def training_step(model: nn.Module, loss_net: nn.Module, images: torch.Tensor,
     with torch.no_grad():
         targets = loss_net(images, layers["content"])
     features = loss_net(stylised)
-    terms = loss_terms(features, targets, style_grams, stylised, stylised_noisy, layers, flow_pair)
+    terms = loss_terms(features, targets, style_grams, stylised, stylised_noisy, layers, flow_pair,
+                       style_layer_weights)
     total = weighted_total(terms, weights)
     shown = {"input": images, "output": stylised}
     if noisy_inputs is not None:
@@ -298,13 +310,13 @@ def optimization_step(model: nn.Module, loss_net: nn.Module, optimizer: torch.op
                       scaler: torch.amp.GradScaler, dtype: torch.dtype | None, images: torch.Tensor,
                       style_grams: list[torch.Tensor], weights: dict[str, float],
                       noise_pattern: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
-                      pair: FlowPair | None = None,
+                      pair: FlowPair | None = None, style_layer_weights: list[float] | None = None,
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """One update of model on one batch, in autocast dtype (None: float32); returns what
     training_step returns. The scaler is enabled for float16 only."""
     with autocast(images.device, dtype):
         total, terms, shown = training_step(model, loss_net, images, style_grams, weights,
-                                            noise_pattern, layers, pair)
+                                            noise_pattern, layers, pair, style_layer_weights)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
     scaler.step(optimizer)
@@ -407,7 +419,8 @@ def main(argv: list[str] | None = None) -> None:
             "network": net_cfg.to_dict(), "network_size": network_name(net_cfg),
             "loss_net_choice": args.loss_net_choice,
             "loss_net_preprocess": loss_net.preprocess,
-            "loss_weights": weights, "style_image": Path(args.style_path).name,
+            "loss_weights": weights, "style_layer_weights": args.style_layer_weights,
+            "style_image": Path(args.style_path).name,
             "img_size": args.img_size, "batch_size": args.batch_size, "seed": args.seed,
             "world_size": cluster.world_size,
             "epoch": position.epoch, "batch": position.batch, "step": position.step,
@@ -452,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
             pair = tuple(t.to(device, non_blocking=True) for t in rest) if rest else None
             total, terms, shown = optimization_step(step_model, step_loss_net, optimizer, scaler, dtype,
                                                     images, style_grams, weights, noise_pattern, layers,
-                                                    pair)
+                                                    pair, args.style_layer_weights)
             bar.update(len(images) * cluster.world_size)
             position.batch += 1
             position.step += 1
