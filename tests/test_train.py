@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import signal
 import subprocess
 import sys
@@ -150,11 +151,12 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(workspace, tmp
         assert torch.equal(value, b["state_dict"][key]), key
 
 
-def _start_and_wait_for_a_save(ws: Path, *extra: str) -> subprocess.Popen:
+def _start_and_wait_for_a_save(ws: Path, *extra: str, own_group: bool = False) -> subprocess.Popen:
     for i in range(6, 40):
         write_image(ws / "frames" / f"g{i}.png", 40, 40, seed=i)
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(ws, *extra)],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=own_group)
     deadline = time.time() + 120
     while not list((ws / "models").glob("m_step*.pth.tar")) and time.time() < deadline:
         time.sleep(0.05)
@@ -168,6 +170,17 @@ def test_sigterm_saves_a_resumable_checkpoint(workspace):
     assert process.returncode == 130 and "interrupted: saved" in err
     saved = read_checkpoint(workspace / "models" / "m.pth.tar")
     assert saved["step"] >= 2 and saved["end_epoch"] == 3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_sent_to_the_whole_process_group_still_saves(workspace, sig):
+    # Slurm, systemd and a terminal's Ctrl-C signal the data-loading workers too.
+    process = _start_and_wait_for_a_save(workspace, "--epochs", "3", "--num_workers", "1", own_group=True)
+    os.killpg(process.pid, sig)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted: saved" in err, err
+    assert "Traceback" not in err
+    assert read_checkpoint(workspace / "models" / "m.pth.tar")["step"] >= 2
 
 
 def test_kill_9_loses_at_most_the_batches_since_the_last_save(workspace):

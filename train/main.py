@@ -245,6 +245,15 @@ class StopFlag:
             signal.signal(sig, signal.SIG_IGN)
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C and SIGTERM to the main process. Both often reach every
+    process of the group (a terminal's Ctrl-C; Slurm, systemd and `kill -- -PGID` stop whole
+    groups); a worker that died of one made the main process fail with a traceback at its next
+    batch instead of finishing the step and saving."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def style_targets(loss_net: LossNetwork, style_image: torch.Tensor,
                   layers: dict[str, tuple[str, ...]]) -> list[torch.Tensor]:
     """The style image's Gram matrices, in float32: computed once, not every step."""
@@ -454,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
                             sampler=EpochSampler(len(dataset), args.seed, epoch, skip, cluster.rank,
                                                  cluster.world_size),
                             num_workers=args.num_workers, pin_memory=device.type == "cuda",
-                            collate_fn=collate_skipping)
+                            collate_fn=collate_skipping, worker_init_fn=ignore_stop_signals)
         # Counted in images, so the rate reads images/s whatever the batch size.
         bar = tqdm(desc=f"epoch {epoch + 1}", total=per_epoch, initial=skip, unit="img",
                    dynamic_ncols=True, disable=not cluster.is_main)
