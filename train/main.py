@@ -248,7 +248,7 @@ class StopFlag:
 def ignore_stop_signals(worker_id: int) -> None:
     """DataLoader workers leave Ctrl-C and SIGTERM to the main process. Both often reach every
     process of the group (a terminal's Ctrl-C; Slurm, systemd and `kill -- -PGID` stop whole
-    groups); a worker that died of one made the main process fail with a traceback at its next
+    groups); a worker killed by SIGTERM made the main process fail with a traceback at its next
     batch instead of finishing the step and saving."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
