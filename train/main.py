@@ -241,15 +241,15 @@ class StopFlag:
     def hold(self) -> None:
         """Ignore further stop signals: the save on the way out must not be cut short (the
         atomic write would delete its file and leave nothing to resume)."""
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_stop_signals()
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C and SIGTERM to the main process. Both often reach every
-    process of the group (a terminal's Ctrl-C; Slurm, systemd and `kill -- -PGID` stop whole
-    groups); a worker killed by SIGTERM made the main process fail with a traceback at its next
-    batch instead of finishing the step and saving."""
+def ignore_stop_signals(worker_id: int | None = None) -> None:
+    """Ignore Ctrl-C and SIGTERM in this process. Also each DataLoader worker's init
+    (worker_id), leaving the stop to the main process: both signals often reach every process
+    of the group (a terminal's Ctrl-C; Slurm, systemd and `kill -- -PGID` stop whole groups),
+    and a worker killed by SIGTERM made the main process fail with a traceback at its next batch
+    instead of finishing the step and saving."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 
