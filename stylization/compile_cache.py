@@ -115,6 +115,19 @@ def _build(step: nn.Module, example: torch.Tensor, path: Path) -> None:
         program, package_path=tmp, inductor_configs={"freezing": True}))
 
 
+def _load(path: Path) -> Step:
+    """The package's step, by its loader in torch._C. torch._inductor.aoti_load_package wraps
+    the same loader, but importing torch._inductor imports Dynamo too: 1.3 s of every warm
+    start on a 2-core CPU (docs/stylization_speed.md). The step has one tensor in and one out,
+    so the wrapper's argument trees are not needed. Builds of torch whose loader takes other
+    arguments go through aoti_load_package."""
+    try:
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+    except (AttributeError, TypeError):
+        return torch._inductor.aoti_load_package(str(path))
+    return lambda frames: loader.boxed_run([frames])[0]
+
+
 def compiled_step(step: nn.Module, example: torch.Tensor, key: str) -> tuple[Step, bool]:
     """(The compiled step for inputs shaped like example, whether it had to be built): loaded
     from key's package, or built into it first."""
@@ -125,9 +138,9 @@ def compiled_step(step: nn.Module, example: torch.Tensor, key: str) -> tuple[Ste
         _build(step, example, path)
         built = True
     try:
-        return torch._inductor.aoti_load_package(str(path)), built
+        return _load(path), built
     except Exception:  # noqa: BLE001 - a damaged or foreign package: build it again, once
         if built:
             raise
         _build(step, example, path)
-        return torch._inductor.aoti_load_package(str(path)), True
+        return _load(path), True
