@@ -12,9 +12,9 @@ class NetworkConfig:
     """Sizes of the stylizing network (see network/style_network.py).
 
     `channels` are the widths after the stem and after each stride-2 downsampling; the
-    upsampling path mirrors them back. The default is small enough for real-time video on a
-    CPU (about 0.3 M parameters, ~1.3 MB in float32) while its 9x9 outer kernels still give
-    brush strokes a receptive field larger than 3x3-only networks.
+    upsampling path mirrors them back. The default has 0.47 M parameters (a 0.96 MB checkpoint,
+    weights stored in half precision); its 9x9 outer kernels give brush strokes a receptive
+    field larger than 3x3-only networks. "fast" below is the real-time size.
     """
 
     channels: tuple[int, ...] = (32, 48, 64)
@@ -123,6 +123,7 @@ TRAIN_DEFAULTS = {
     "lambda_content": 10.0,
     "lambda_style": 10.0,
     "style_layer_weights": None,  # one per LOSS_LAYERS style layer; None: 1 each
+    "content_layers": None,  # loss-network layers of the content term; None: LOSS_LAYERS's
     "lambda_regu": 1e-2,
     "lambda_noise": 0.1,
     "noise_per_img": 20000,
@@ -184,7 +185,7 @@ TILE_STATISTICS = "exact"
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels
 # in all (frames x width x height / 1e6). On the idle 2-core CPU (`python
 # benchmarks/stylize_speed.py --compile_cache ...`, docs/stylization_speed.md) building the
-# package of the default network cost a whole process of 120 640x360 frames 39.5 s more than
+# package of the default network cost a whole process of 120 640x360 frames 34-40 s more than
 # eager, and a compiled batch saved about 0.02 s per frame: it breaks even after about 2000
 # such frames, 460 megapixels. Images, webcams and GPUs (not measured) stay eager.
 COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES = 460
@@ -195,8 +196,8 @@ COMPILE_CACHE_SUBDIR = "video-style-transfer/inductor"
 # When an earlier run left the package of every video's shape (model, precision, frame size,
 # batch), the compile is warm (the package is loaded, not built) and --compile auto compiles from
 # this many megapixels on: about 110 frames at 640x360, where the same benchmark measured the
-# warm compiled process and the eager one within noise of each other (18.7 and 19.3 s on 120
-# frames, default network).
+# warm compiled process 16.9 s and the eager one 19.5 s on 120 frames (default network; 18.7
+# and 19.3 s before warm starts stopped importing Inductor).
 COMPILE_AUTO_WARM_MIN_MEGAPIXEL_FRAMES = 25
 
 # Frames per network call for video when --batch_size is not given. On the 2-core CPU at

@@ -132,9 +132,12 @@ class LossNetwork(nn.Module):
 
 
 def build_loss_network(path: str | Path, arch: str, preprocess: str = "auto",
-                       device: torch.device | str = "cpu") -> LossNetwork:
+                       device: torch.device | str = "cpu",
+                       content_layers: tuple[str, ...] | None = None) -> LossNetwork:
+    """The frozen loss network, computing config.LOSS_LAYERS's style layers and content_layers
+    (None: LOSS_LAYERS's content layers)."""
     weights, preprocess = read_vgg_weights(path, arch, preprocess)
     spec = config.LOSS_LAYERS[arch]
-    layers = tuple(dict.fromkeys(spec["style"] + spec["content"]))
+    layers = tuple(dict.fromkeys(spec["style"] + (content_layers or spec["content"])))
     memory_format = torch.channels_last if config.LOSS_NET_CHANNELS_LAST else torch.contiguous_format
     return LossNetwork(arch, weights, preprocess, layers).to(device, memory_format=memory_format)

@@ -89,6 +89,14 @@ def test_forward_stops_at_the_deepest_requested_layer(tmp_path):
         hook.remove()
 
 
+def test_content_layers_replace_the_default_ones_and_may_lie_deeper_than_the_style(tmp_path):
+    path = random_vgg_file(tmp_path / "v.pth", "VGG16", "caffe")
+    assert build_loss_network(path, "VGG16").layers == config.LOSS_LAYERS["VGG16"]["style"]  # relu2_2 among them
+    net = build_loss_network(path, "VGG16", content_layers=("relu5_1",))
+    assert net.layers == (*config.LOSS_LAYERS["VGG16"]["style"], "relu5_1")
+    assert set(net(torch.rand(1, 3, 32, 32))) == {*config.LOSS_LAYERS["VGG16"]["style"], "relu5_1"}
+
+
 def test_preprocessing_can_be_forced(tmp_path):
     path = random_vgg_file(tmp_path / "v.pth", "VGG16", "caffe")
     assert build_loss_network(path, "VGG16", "torchvision").preprocess == "torchvision"

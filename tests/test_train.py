@@ -20,7 +20,7 @@ from conftest import (MEDIA, ROOT, STAND_IN_VGG, TINY_NETWORK, random_vgg_file, 
 from network.loss_network import build_loss_network
 from network.style_network import StylizingNetwork
 from train import loss as L
-from train.main import training_step
+from train.main import loss_layers, training_step
 from utils import extract_frames, read_checkpoint, str2bool
 
 
@@ -308,6 +308,8 @@ def _bad_train_inputs(ws: Path) -> dict[str, tuple[list[str], str]]:
                                            "--style_layer_weights needs 4 weights"),
         "negative style layer weight": (train_args(ws) + ["--style_layer_weights", "1", "1", "1", "-2"],
                                         "--style_layer_weights must be 0 or more"),
+        "content layer not in VGG16": (train_args(ws) + ["--content_layers", "relu3_4"],
+                                       "--content_layers: relu3_4 is not a layer of VGG16"),
     }
 
 
@@ -316,7 +318,8 @@ BAD_TRAIN_CASES = ["missing content_dir", "content_dir is a file", "content_dir 
                    "missing loss network", "loss network is a folder", "VGG19 file as VGG16",
                    "VGG16 file as VGG19", "img_size below 16", "batch_size below 1", "negative lambda",
                    "negative lr", "noise_range above 255", "save_freq below 1", "model_dir under a file",
-                   "style layer weights miscounted", "negative style layer weight"]
+                   "style layer weights miscounted", "negative style layer weight",
+                   "content layer not in VGG16"]
 
 
 @pytest.mark.parametrize("case", BAD_TRAIN_CASES)
@@ -343,10 +346,19 @@ def test_bf16_training_runs_and_records_its_precision(workspace):
     assert checkpoint["scaler"] == {}  # bf16 needs no loss scaling
 
 
-def test_style_layer_weights_reach_the_loss_and_the_checkpoint(workspace):
-    result = run_script("train.py", *train_args(workspace, "--style_layer_weights", "0", "0", "0", "0"))
+def test_content_layers_replace_the_loss_networks_default_ones():
+    assert loss_layers("VGG16", ["relu3_3"]) == {"style": config.LOSS_LAYERS["VGG16"]["style"],
+                                                 "content": ("relu3_3",)}
+    assert loss_layers("VGG19") == config.LOSS_LAYERS["VGG19"]
+
+
+def test_style_layer_weights_and_content_layers_reach_the_loss_and_the_checkpoint(workspace):
+    result = run_script("train.py", *train_args(workspace, "--style_layer_weights", "0", "0", "0", "0",
+                                                "--content_layers", "relu3_3", "relu5_1"))
     assert result.returncode == 0, result.stderr
-    assert read_checkpoint(workspace / "models" / "m.pth.tar")["style_layer_weights"] == [0, 0, 0, 0]
+    checkpoint = read_checkpoint(workspace / "models" / "m.pth.tar")
+    assert checkpoint["style_layer_weights"] == [0, 0, 0, 0]
+    assert checkpoint["content_layers"] == ["relu3_3", "relu5_1"]
     with open(workspace / "out" / "m_losses.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows and all(float(r["style"]) == 0 and float(r["content"]) > 0 for r in rows)

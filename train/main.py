@@ -24,7 +24,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 import config
-from network.loss_network import LossNetwork, build_loss_network
+from network.loss_network import LossNetwork, build_loss_network, layer_names
 from network.style_network import StylizingNetwork
 from train import distributed
 from train import loss as L
@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style_layer_weights", type=float, nargs="+", default=d["style_layer_weights"],
                    metavar="W", help="one weight per style layer (config.LOSS_LAYERS), shallow to deep; "
                    "default: 1 each")
+    p.add_argument("--content_layers", nargs="+", default=d["content_layers"], metavar="LAYER",
+                   help="loss-network layers the content loss compares (relu<block>_<conv>); default: "
+                   + ", ".join(f"{k} {' '.join(v['content'])}" for k, v in config.LOSS_LAYERS.items()))
     p.add_argument("--lambda_regu", type=float, default=d["lambda_regu"],
                    help="weight of the total-variation regulariser")
     p.add_argument("--lambda_noise", type=float, default=d["lambda_noise"],
@@ -133,6 +136,9 @@ def validate(args: argparse.Namespace) -> None:
         checks += [(len(weights) == count, f"--style_layer_weights needs {count} weights, one per style layer "
                                            f"of {args.loss_net_choice} (got {len(weights)})"),
                    (min(weights) >= 0, f"--style_layer_weights must be 0 or more (got {weights})")]
+    relus = [n for n in layer_names(args.loss_net_choice) if n.startswith("relu")]
+    checks += [(name in relus, f"--content_layers: {name} is not a layer of {args.loss_net_choice}; "
+                               f"choose among {', '.join(relus)}") for name in args.content_layers or ()]
     for ok, message in checks:
         if not ok:
             fail(message)
@@ -254,6 +260,15 @@ def ignore_stop_signals(worker_id: int | None = None) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def loss_layers(arch: str, content_layers: list[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """config.LOSS_LAYERS[arch], with content_layers (--content_layers) in place of its content
+    layers when given."""
+    layers = dict(config.LOSS_LAYERS[arch])
+    if content_layers:
+        layers["content"] = tuple(content_layers)
+    return layers
+
+
 def style_targets(loss_net: LossNetwork, style_image: torch.Tensor,
                   layers: dict[str, tuple[str, ...]]) -> list[torch.Tensor]:
     """The style image's Gram matrices, in float32: computed once, not every step."""
@@ -365,9 +380,9 @@ def main(argv: list[str] | None = None) -> None:
                                 args.flow_cache_dir or default_flow_cache_dir())
                if args.lambda_flow > 0 else ContentDataset(args.content_dir, args.img_size))
     style_image = load_style_image(args.style_path, args.style_size).to(device)
+    layers = loss_layers(args.loss_net_choice, args.content_layers)
     loss_net = build_loss_network(args.loss_net_path, args.loss_net_choice,
-                                  args.loss_net_preprocess, device)
-    layers = config.LOSS_LAYERS[args.loss_net_choice]
+                                  args.loss_net_preprocess, device, layers["content"])
     for folder, flag in ((model_dir, "--model_dir"), (out_dir, "--train_output_dir")):
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -429,6 +444,7 @@ def main(argv: list[str] | None = None) -> None:
             "loss_net_choice": args.loss_net_choice,
             "loss_net_preprocess": loss_net.preprocess,
             "loss_weights": weights, "style_layer_weights": args.style_layer_weights,
+            "content_layers": list(layers["content"]),
             "style_image": Path(args.style_path).name,
             "img_size": args.img_size, "batch_size": args.batch_size, "seed": args.seed,
             "world_size": cluster.world_size,
