@@ -185,7 +185,7 @@ TILE_STATISTICS = "exact"
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels
 # in all (frames x width x height / 1e6). On the idle 2-core CPU (`python
 # benchmarks/stylize_speed.py --compile_cache ...`, docs/stylization_speed.md) building the
-# package of the default network cost a whole process of 120 640x360 frames 34-40 s more than
+# package of the default network cost a whole process of 120 640x360 frames 28-40 s more than
 # eager, and a compiled batch saved about 0.02 s per frame: it breaks even after about 2000
 # such frames, 460 megapixels. Images, webcams and GPUs (not measured) stay eager.
 COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES = 460
@@ -196,8 +196,8 @@ COMPILE_CACHE_SUBDIR = "video-style-transfer/inductor"
 # When an earlier run left the package of every video's shape (model, precision, frame size,
 # batch), the compile is warm (the package is loaded, not built) and --compile auto compiles from
 # this many megapixels on: about 110 frames at 640x360, where the same benchmark measured the
-# warm compiled process 16.9 s and the eager one 19.5 s on 120 frames (default network; 18.7
-# and 19.3 s before warm starts stopped importing Inductor).
+# warm compiled process 14.0-16.9 s and the eager one 15.7-19.5 s on 120 frames (default
+# network, two runs; 18.7 and 19.3 s before warm starts stopped importing Inductor).
 COMPILE_AUTO_WARM_MIN_MEGAPIXEL_FRAMES = 25
 
 # Frames per network call for video when --batch_size is not given. On the 2-core CPU at

