@@ -40,10 +40,14 @@ class NetworkConfig:
 # candidate of issue 17: on the network alone (640x360, bf16, eager, batch 2, after
 # network/fast_inference.py) it ran 29 frames/s against 9.5 for "default" in a first check;
 # benchmarks/network_sizes.py measures candidates for speed and, after the same training,
-# for style and content losses.
+# for style and content losses. "coarse" has the default's 0.47 M parameters with one more
+# downsampling (its residual blocks work at 1/8 of the picture): each output pixel sees 175 x 175
+# input pixels instead of 107 x 107, for styles whose strokes are larger than the default draws
+# (rain-princess, docs/shipped_models.md point 8).
 NETWORK_SIZES = {
     "default": NetworkConfig(),
     "fast": NetworkConfig(channels=(16, 32, 32), res_blocks=3, stem_kernel=5, final_kernel=5),
+    "coarse": NetworkConfig(channels=(32, 48, 64, 64), res_blocks=4),
 }
 
 

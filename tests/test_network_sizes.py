@@ -66,6 +66,27 @@ def test_the_network_size_comes_from_the_flag_or_the_resumed_checkpoint():
     assert train_main.network_name(config.NetworkConfig(channels=(8, 8))) is None
 
 
+def receptive_field(cfg: config.NetworkConfig, size: int = 320) -> int:
+    """Width of the input window one output pixel depends on, norms left out (they add only
+    whole-picture statistics): the extent of the input gradient of the centre pixel."""
+    model = StylizingNetwork(cfg)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.modules.instancenorm._InstanceNorm):
+                setattr(module, name, torch.nn.Identity())
+    x = torch.rand(1, 3, size, size, requires_grad=True)
+    model(x)[0, :, size // 2, size // 2].sum().backward()
+    columns = (x.grad.abs().sum((0, 1, 2)) > 0).nonzero()
+    return int(columns.max() - columns.min() + 1)
+
+
+def test_the_coarse_size_draws_from_a_larger_window_with_the_default_s_parameters():
+    default, coarse = config.NETWORK_SIZES["default"], config.NETWORK_SIZES["coarse"]
+    count = lambda cfg: sum(p.numel() for p in StylizingNetwork(cfg).parameters())
+    assert count(coarse) == count(default)
+    assert receptive_field(default) == 107 and receptive_field(coarse) == 175
+
+
 def test_network_sizes_benchmark_runs_on_tiny_inputs(workspace, capsys):
     spec = importlib.util.spec_from_file_location("network_sizes", ROOT / "benchmarks" / "network_sizes.py")
     bench = importlib.util.module_from_spec(spec)

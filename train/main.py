@@ -367,6 +367,9 @@ def main(argv: list[str] | None = None) -> None:
     cluster = distributed.join(resolve_device(args.device))
     keep_freed_memory()
     device = cluster.device
+    # Steps repeat one shape (img_size crops; only an epoch's last batch may be smaller), so
+    # cuDNN may time its convolution algorithms once per shape and keep the fastest.
+    torch.backends.cudnn.benchmark = True
     dtype = resolve_precision(args.precision, device)
     effective_batch = args.batch_size * cluster.world_size
 
