@@ -42,8 +42,9 @@ class NetworkConfig:
 # benchmarks/network_sizes.py measures candidates for speed and, after the same training,
 # for style and content losses. "coarse" has the default's 0.47 M parameters with one more
 # downsampling (its residual blocks work at 1/8 of the picture): each output pixel sees 175 x 175
-# input pixels instead of 107 x 107, for styles whose strokes are larger than the default draws
-# (rain-princess, docs/shipped_models.md point 8).
+# input pixels instead of 107 x 107, for styles whose shapes are larger than the default draws
+# (docs/shipped_models.md point 8: on mosaic it passed the default network within a few epochs;
+# on rain-princess it drew the dabs sooner but kept less of the photo).
 NETWORK_SIZES = {
     "default": NetworkConfig(),
     "fast": NetworkConfig(channels=(16, 32, 32), res_blocks=3, stem_kernel=5, final_kernel=5),
