@@ -15,7 +15,7 @@ MAX_BYTES = 1 << 20  # a shipped model stays at most 1 MB: the repository is clo
 
 
 def test_the_quickstart_model_ships():
-    assert ROOT / "trained_models" / "mosaic.pth.tar" in SHIPPED
+    assert ROOT / "trained_models" / "mosaic_coarse.pth.tar" in SHIPPED
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -33,10 +33,10 @@ def test_shipped_model_stylises_a_small_input(tmp_path, path):
 
 def test_quickstart_command(tmp_path):
     result = run_script("stylize.py", "--content_type", "image", "--source", "docs/grace_hopper.jpg",
-                        "--model_path", "trained_models/mosaic.pth.tar", "--real_time", "False",
+                        "--model_path", "trained_models/mosaic_coarse.pth.tar", "--real_time", "False",
                         "--output_dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    out = Image.open(tmp_path / "grace_hopper_mosaic.png")
+    out = Image.open(tmp_path / "grace_hopper_mosaic_coarse.png")
     assert out.size == Image.open(ROOT / "docs" / "grace_hopper.jpg").size
     assert np.asarray(out).std() > 10
 
