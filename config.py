@@ -43,8 +43,8 @@ class NetworkConfig:
 # for style and content losses. "coarse" has the default's 0.47 M parameters with one more
 # downsampling (its residual blocks work at 1/8 of the picture): each output pixel sees 175 x 175
 # input pixels instead of 107 x 107, for styles whose shapes are larger than the default draws
-# (docs/shipped_models.md point 8: on mosaic it passed the default network within a few epochs;
-# on rain-princess it drew the dabs sooner but kept less of the photo).
+# (docs/shipped_models.md point 8: on mosaic it passed the default network and ships as
+# mosaic_coarse.pth.tar; on rain-princess, udnie and candy it kept less of the photo for no more style).
 NETWORK_SIZES = {
     "default": NetworkConfig(),
     "fast": NetworkConfig(channels=(16, 32, 32), res_blocks=3, stem_kernel=5, final_kernel=5),
