@@ -310,8 +310,8 @@ def process_table(video: Path, model_path: Path, device: torch.device, count: in
     warm_folder = tmp / "warm"
     def warm(model: Path, *extra: str):
         return lambda: stylize_process(video, model, str(device), tmp / "out", warm_folder, *extra)
-    name = model_label(model_path)
-    models = {model_label(path): path for path in [model_path, *other_models]}
+    labelled = [(model_label(path), path) for path in [model_path, *other_models]]  # each read once
+    name, models = labelled[0][0], dict(labelled)
     for model in models.values():  # fills the warm cache
         stylize_process(video, model, str(device), tmp / "out", warm_folder, "--compile", "True")
     rows: list[tuple[str, Callable[[], float]]] = []
@@ -332,8 +332,7 @@ def process_table(video: Path, model_path: Path, device: torch.device, count: in
     if onnx:
         (exported, _), = export_model(model_path, tmp / "onnx", formats=["onnx"], progress=False)
         rows.append((f"stylize.py on its ONNX export, {name}", cold(exported)))
-    for other in other_models:
-        label = model_label(other)
+    for label, other in labelled[1:]:
         rows += [(f"stylize.py --compile False, {label}", cold(other, "--compile", "False")),
                  (f"stylize.py defaults (--compile auto), empty cache, {label}", cold(other)),
                  (f"stylize.py defaults (--compile auto), warm cache, {label}", warm(other))]
