@@ -258,13 +258,22 @@ def camera_frames(video: Path, fps: float, seconds: float) -> Iterator[Frame]:
                 index += 1
 
 
-def model_label(path: Path) -> str:
-    """How the tables name a model: its file, and the network of this project's checkpoints."""
+def model_label(path: Path, shown: str | None = None) -> str:
+    """How the tables name a model: its file (or `shown`), and the network of this project's
+    checkpoints."""
+    shown = shown or path.name
     if path.suffix.lower() == ".onnx":
-        return path.name
+        return shown
     checkpoint = read_checkpoint(path)
     size = network_name(config.NetworkConfig.from_dict(checkpoint["network"])) if "network" in checkpoint else None
-    return f"{path.name} ({size} network)" if size else path.name
+    return f"{shown} ({size} network)" if size else shown
+
+
+def model_labels(paths: list[Path]) -> list[str]:
+    """model_label of each path; a file name that two of them share is shown as the path given,
+    as the rows are keyed by label and two models under one label would share a row."""
+    names = [path.name for path in paths]
+    return [model_label(path, str(path) if names.count(path.name) > 1 else None) for path in paths]
 
 
 def live_rate(video: Path, model_path: Path, device: torch.device, fps: float,
@@ -310,7 +319,8 @@ def process_table(video: Path, model_path: Path, device: torch.device, count: in
     warm_folder = tmp / "warm"
     def warm(model: Path, *extra: str):
         return lambda: stylize_process(video, model, str(device), tmp / "out", warm_folder, *extra)
-    labelled = [(model_label(path), path) for path in [model_path, *other_models]]  # each read once
+    paths = [model_path, *other_models]
+    labelled = list(zip(model_labels(paths), paths))  # each checkpoint read once
     name, models = labelled[0][0], dict(labelled)
     for model in models.values():  # fills the warm cache
         stylize_process(video, model, str(device), tmp / "out", warm_folder, "--compile", "True")

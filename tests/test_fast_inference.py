@@ -183,7 +183,7 @@ def test_speed_benchmarks_norm_comparison_runs_the_instance_norm_kernel_and_rest
 
 
 def test_speed_tables_name_each_model_by_file_and_network(tmp_path):
-    from benchmarks.stylize_speed import model_label
+    from benchmarks.stylize_speed import model_label, model_labels
     from conftest import tiny_checkpoint
 
     fast = tiny_checkpoint(tmp_path / "a.pth.tar", cfg=NETWORK_SIZES["fast"])
@@ -192,3 +192,7 @@ def test_speed_tables_name_each_model_by_file_and_network(tmp_path):
     assert model_label(coarse) == "b.pth.tar (coarse network)"
     assert model_label(tiny_checkpoint(tmp_path / "c.pth.tar")) == "c.pth.tar"  # no named size
     assert model_label(tmp_path / "d.onnx") == "d.onnx"
+    (tmp_path / "other").mkdir()
+    twin = tiny_checkpoint(tmp_path / "other" / "a.pth.tar", cfg=NETWORK_SIZES["fast"])
+    assert model_labels([fast, twin, coarse]) == [f"{fast} (fast network)", f"{twin} (fast network)",
+                                                  "b.pth.tar (coarse network)"]  # one file name, two rows
