@@ -52,6 +52,11 @@ NETWORK_SIZES = {
 }
 
 
+def network_name(sizes: NetworkConfig) -> str | None:
+    """The NETWORK_SIZES name of these sizes, or None."""
+    return next((name for name, cfg in NETWORK_SIZES.items() if cfg == sizes), None)
+
+
 # VGG layer names as the loss network names them (relu<block>_<conv>). Users of the original
 # rely on these choices (ORIGINAL_NOTES.md).
 LOSS_LAYERS = {

@@ -72,7 +72,6 @@ from network import fast_inference  # noqa: E402
 from network.fast_inference import for_inference  # noqa: E402
 from network.export import export_model  # noqa: E402
 from network.formats import load_model  # noqa: E402
-from train.main import network_name  # noqa: E402
 from utils import (batch_to_frames, frames_to_batch, has_native_bf16_cpu, has_native_bf16_gpu,  # noqa: E402
                    keep_freed_memory, precision_name, read_checkpoint, resolve_device, tensor_to_array)
 
@@ -265,7 +264,8 @@ def model_label(path: Path, shown: str | None = None) -> str:
     if path.suffix.lower() == ".onnx":
         return shown
     checkpoint = read_checkpoint(path)
-    size = network_name(config.NetworkConfig.from_dict(checkpoint["network"])) if "network" in checkpoint else None
+    sizes = checkpoint.get("network")
+    size = config.network_name(config.NetworkConfig.from_dict(sizes)) if sizes is not None else None
     return f"{shown} ({size} network)" if size else shown
 
 

@@ -62,8 +62,8 @@ def test_the_network_size_comes_from_the_flag_or_the_resumed_checkpoint():
     assert train_main.network_config("fast", resumed) == fast
     with pytest.raises(UserError, match="--network default differs from the network of the checkpoint"):
         train_main.network_config("default", resumed)
-    assert train_main.network_name(fast) == "fast"
-    assert train_main.network_name(config.NetworkConfig(channels=(8, 8))) is None
+    assert config.network_name(fast) == "fast"
+    assert config.network_name(config.NetworkConfig(channels=(8, 8))) is None
 
 
 def receptive_field(cfg: config.NetworkConfig, size: int = 320) -> int:

@@ -162,14 +162,9 @@ def network_config(choice: str | None, resumed: dict | None) -> config.NetworkCo
     sizes = config.NetworkConfig.from_dict(resumed["network"])
     if choice is not None and config.NETWORK_SIZES[choice] != sizes:
         fail(f"--network {choice} differs from the network of the checkpoint being resumed "
-             f"({network_name(sizes) or sizes}): leave --network out to continue it, or choose "
-             "another --model_name to train a new one")
+             f"({config.network_name(sizes) or sizes}): leave --network out to continue it, or "
+             "choose another --model_name to train a new one")
     return sizes
-
-
-def network_name(sizes: config.NetworkConfig) -> str | None:
-    """The config.NETWORK_SIZES name of these sizes, or None."""
-    return next((name for name, cfg in config.NETWORK_SIZES.items() if cfg == sizes), None)
 
 
 def checkpoint_files(model_dir: Path, model_name: str, kinds: str = "step|epoch") -> list[Path]:
@@ -443,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
             "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
             "precision": precision_name(dtype),
-            "network": net_cfg.to_dict(), "network_size": network_name(net_cfg),
+            "network": net_cfg.to_dict(), "network_size": config.network_name(net_cfg),
             "loss_net_choice": args.loss_net_choice,
             "loss_net_preprocess": loss_net.preprocess,
             "loss_weights": weights, "style_layer_weights": args.style_layer_weights,
