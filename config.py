@@ -133,6 +133,7 @@ TRAIN_DEFAULTS = {
     "lambda_content": 10.0,
     "lambda_style": 10.0,
     "style_layer_weights": None,  # one per LOSS_LAYERS style layer; None: 1 each
+    "loss_downscale": 1,
     "content_layers": None,  # loss-network layers of the content term; None: LOSS_LAYERS's
     "lambda_regu": 1e-2,
     "lambda_noise": 0.1,

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import config
 from conftest import (MEDIA, ROOT, STAND_IN_VGG, TINY_NETWORK, random_vgg_file, run_script,
@@ -20,6 +22,7 @@ from conftest import (MEDIA, ROOT, STAND_IN_VGG, TINY_NETWORK, random_vgg_file, 
 from network.loss_network import build_loss_network
 from network.style_network import StylizingNetwork
 from train import loss as L
+from train.dataset import load_style_image
 from train.main import loss_layers, training_step
 from utils import extract_frames, read_checkpoint, str2bool
 
@@ -239,6 +242,36 @@ def test_gradients_reach_only_the_stylizing_network(tmp_path):
     assert terms["noise"] > 0 and set(shown) == {"input", "output", "noisy_input", "noisy_output"}
 
 
+def test_loss_downscale_judges_block_means_of_output_input_and_style(tmp_path):
+    images = torch.arange(32.0).view(1, 2, 4, 4)
+    assert L.loss_view(images, 1) is images
+    assert torch.equal(L.loss_view(images, 2)[0, 0], torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
+
+    torch.manual_seed(0)
+    model = StylizingNetwork(TINY_NETWORK)
+    loss_net = build_loss_network(random_vgg_file(tmp_path / "v.pth", "VGG16", "caffe"), "VGG16")
+    layers = config.LOSS_LAYERS["VGG16"]
+    grams = [L.gram_matrix(f) for f in loss_net(torch.rand(1, 3, 32, 32), layers["style"]).values()]
+    weights = {"content": 1.0, "style": 1.0, "regu": 1.0, "noise": 0.0, "flow": 0.0}
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        _, terms, shown = training_step(model, loss_net, images, grams, weights, None, layers,
+                                        loss_downscale=2)
+        seen, seen_in = F.avg_pool2d(shown["output"], 2), F.avg_pool2d(images, 2)
+        features, targets = loss_net(seen), loss_net(seen_in, layers["content"])
+        _, whole, _ = training_step(model, loss_net, images, grams, weights, None, layers)
+    assert torch.allclose(terms["content"], L.content_loss(features["relu2_2"], targets["relu2_2"]))
+    assert torch.allclose(terms["style"], L.style_loss([features[n] for n in layers["style"]], grams))
+    assert not torch.allclose(terms["content"], whole["content"])  # it judged other pictures
+    assert torch.equal(terms["regu"], whole["regu"])  # the regulariser sees the whole output
+
+    style = tmp_path / "style.png"
+    cv2.imwrite(str(style), np.zeros((60, 100, 3), np.uint8))
+    assert load_style_image(style, 0, 2).shape[-2:] == (30, 50)
+    assert load_style_image(style, 80, 2).shape[-2:] == (24, 40)
+    assert load_style_image(style, 0).shape[-2:] == (60, 100)
+
+
 @pytest.mark.parametrize("text,value", [("True", True), ("false", False), ("yes", True), ("no", False),
                                         ("1", True), ("0", False)])
 def test_boolean_flags(text, value):
@@ -310,6 +343,8 @@ def _bad_train_inputs(ws: Path) -> dict[str, tuple[list[str], str]]:
                                         "--style_layer_weights must be 0 or more"),
         "content layer not in VGG16": (train_args(ws) + ["--content_layers", "relu3_4"],
                                        "--content_layers: relu3_4 is not a layer of VGG16"),
+        "loss_downscale not dividing img_size": (with_("--loss_downscale", "3"),
+                                                 "--loss_downscale must divide --img_size"),
     }
 
 
@@ -319,7 +354,7 @@ BAD_TRAIN_CASES = ["missing content_dir", "content_dir is a file", "content_dir 
                    "VGG16 file as VGG19", "img_size below 16", "batch_size below 1", "negative lambda",
                    "negative lr", "noise_range above 255", "save_freq below 1", "model_dir under a file",
                    "style layer weights miscounted", "negative style layer weight",
-                   "content layer not in VGG16"]
+                   "content layer not in VGG16", "loss_downscale not dividing img_size"]
 
 
 @pytest.mark.parametrize("case", BAD_TRAIN_CASES)
@@ -344,6 +379,14 @@ def test_bf16_training_runs_and_records_its_precision(workspace):
     assert checkpoint["precision"] == "bf16" and checkpoint["step"] == 3
     assert all(v.dtype == torch.float32 for v in checkpoint["state_dict"].values())
     assert checkpoint["scaler"] == {}  # bf16 needs no loss scaling
+
+
+def test_loss_downscale_trains_and_is_recorded(workspace):
+    result = run_script("train.py", *train_args(workspace, "--loss_downscale", "2", "--save_freq", "100"))
+    assert result.returncode == 0, result.stderr
+    assert read_checkpoint(workspace / "models" / "m.pth.tar")["loss_downscale"] == 2
+    # the style image as the loss saw it: --style_size 64, halved
+    assert cv2.imread(str(workspace / "out" / "style_style.jpg")).shape[:2] == (32, 32)
 
 
 def test_content_layers_replace_the_loss_networks_default_ones():

@@ -140,11 +140,13 @@ class UnreadableImages:
         return count
 
 
-def load_style_image(path: str | Path, style_size: int | None) -> torch.Tensor:
-    """The style image as 1 x 3 x H x W in [0, 1], its longer side scaled to style_size."""
+def load_style_image(path: str | Path, style_size: int | None, downscale: int = 1) -> torch.Tensor:
+    """The style image as 1 x 3 x H x W in [0, 1], its longer side scaled to style_size (0 or
+    None: its own), then divided by downscale (--loss_downscale: the loss sees the style as
+    it sees the pictures, so the strokes keep their size at the network's resolution)."""
     image = load_image(path)
-    if style_size:
-        scale = style_size / max(image.size)
+    if style_size or downscale > 1:
+        scale = round((style_size or max(image.size)) / downscale) / max(image.size)
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                              resample=Image.Resampling.BICUBIC)
     return image_to_tensor(image).unsqueeze(0)

@@ -67,6 +67,12 @@ def _relative_errors(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return error / energy
 
 
+def loss_view(images: torch.Tensor, downscale: int) -> torch.Tensor:
+    """images as the loss network judges them: the mean of each downscale x downscale block
+    (train.py --loss_downscale; 1 returns images)."""
+    return F.avg_pool2d(images, downscale) if downscale > 1 else images
+
+
 def content_loss(output_features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
     """Relative squared error of feature maps (Johnson et al. 2016, feature reconstruction)."""
     return relative_error(output_features, target_features)

@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--content_layers", nargs="+", default=d["content_layers"], metavar="LAYER",
                    help="loss-network layers the content loss compares (relu<block>_<conv>); default: "
                    + ", ".join(f"{k} {' '.join(v['content'])}" for k, v in config.LOSS_LAYERS.items()))
+    p.add_argument("--loss_downscale", type=int, default=d["loss_downscale"], metavar="N",
+                   help="the loss network judges the output, the input and the style image averaged "
+                   "over N x N blocks: train at N times the size the picture is judged at, as a photo "
+                   "larger than the training crops is (docs/shipped_models.md, point 10)")
     p.add_argument("--lambda_regu", type=float, default=d["lambda_regu"],
                    help="weight of the total-variation regulariser")
     p.add_argument("--lambda_noise", type=float, default=d["lambda_noise"],
@@ -125,6 +129,10 @@ def validate(args: argparse.Namespace) -> None:
         (args.epochs >= 1, f"--epochs must be at least 1 (got {args.epochs})"),
         (args.lr > 0, f"--lr must be positive (got {args.lr})"),
         (args.style_size >= 0, f"--style_size must be 0 or more (got {args.style_size})"),
+        (args.loss_downscale >= 1 and args.img_size % args.loss_downscale == 0
+         and args.img_size // args.loss_downscale >= 16,
+         f"--loss_downscale must divide --img_size into at least 16 pixels (got {args.loss_downscale} "
+         f"for --img_size {args.img_size})"),
         (0 <= args.noise_range <= 255, f"--noise_range must be within 0-255 (got {args.noise_range})"),
         (args.noise_per_img >= 0, f"--noise_per_img must be 0 or more (got {args.noise_per_img})"),
     ]
@@ -299,12 +307,14 @@ def training_step(model: nn.Module, loss_net: nn.Module, images: torch.Tensor,
                   style_grams: list[torch.Tensor], weights: dict[str, float],
                   noise_pattern: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
                   pair: FlowPair | None = None, style_layer_weights: list[float] | None = None,
+                  loss_downscale: int = 1,
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Total loss, the terms before the lambdas, and the images for samples, for one batch.
 
     model and loss_net are a StylizingNetwork and a LossNetwork, or their torch.compile'd
     wrappers. pair: the batch's next frames (not yet stylised), flows and masks for the
-    flow loss, or None."""
+    flow loss, or None. loss_downscale: the content and style terms judge the pictures
+    averaged over blocks of that size (L.loss_view); the other terms see them whole."""
     noisy_inputs = L.add_noise(images, noise_pattern) if noise_pattern is not None else None
     next_inputs = pair[0] if pair is not None else None
     parts = [x for x in (images, noisy_inputs, next_inputs) if x is not None]
@@ -314,8 +324,8 @@ def training_step(model: nn.Module, loss_net: nn.Module, images: torch.Tensor,
     stylised_noisy = others.pop(0) if noisy_inputs is not None else None
     flow_pair = (others[0], *pair[1:]) if pair is not None else None
     with torch.no_grad():
-        targets = loss_net(images, layers["content"])
-    features = loss_net(stylised)
+        targets = loss_net(L.loss_view(images, loss_downscale), layers["content"])
+    features = loss_net(L.loss_view(stylised, loss_downscale))
     terms = loss_terms(features, targets, style_grams, stylised, stylised_noisy, layers, flow_pair,
                        style_layer_weights)
     total = weighted_total(terms, weights)
@@ -330,12 +340,14 @@ def optimization_step(model: nn.Module, loss_net: nn.Module, optimizer: torch.op
                       style_grams: list[torch.Tensor], weights: dict[str, float],
                       noise_pattern: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
                       pair: FlowPair | None = None, style_layer_weights: list[float] | None = None,
+                      loss_downscale: int = 1,
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """One update of model on one batch, in autocast dtype (None: float32); returns what
     training_step returns. The scaler is enabled for float16 only."""
     with autocast(images.device, dtype):
         total, terms, shown = training_step(model, loss_net, images, style_grams, weights,
-                                            noise_pattern, layers, pair, style_layer_weights)
+                                            noise_pattern, layers, pair, style_layer_weights,
+                                            loss_downscale)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
     scaler.step(optimizer)
@@ -377,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = (FramePairDataset(args.content_dir, args.img_size,
                                 args.flow_cache_dir or default_flow_cache_dir())
                if args.lambda_flow > 0 else ContentDataset(args.content_dir, args.img_size))
-    style_image = load_style_image(args.style_path, args.style_size).to(device)
+    style_image = load_style_image(args.style_path, args.style_size, args.loss_downscale).to(device)
     layers = loss_layers(args.loss_net_choice, args.content_layers)
     loss_net = build_loss_network(args.loss_net_path, args.loss_net_choice,
                                   args.loss_net_preprocess, device, layers["content"])
@@ -442,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
             "loss_net_choice": args.loss_net_choice,
             "loss_net_preprocess": loss_net.preprocess,
             "loss_weights": weights, "style_layer_weights": args.style_layer_weights,
-            "content_layers": list(layers["content"]),
+            "content_layers": list(layers["content"]), "loss_downscale": args.loss_downscale,
             "style_image": Path(args.style_path).name,
             "img_size": args.img_size, "batch_size": args.batch_size, "seed": args.seed,
             "world_size": cluster.world_size,
@@ -488,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
             pair = tuple(t.to(device, non_blocking=True) for t in rest) if rest else None
             total, terms, shown = optimization_step(step_model, step_loss_net, optimizer, scaler, dtype,
                                                     images, style_grams, weights, noise_pattern, layers,
-                                                    pair, args.style_layer_weights)
+                                                    pair, args.style_layer_weights, args.loss_downscale)
             bar.update(len(images) * cluster.world_size)
             position.batch += 1
             position.step += 1
