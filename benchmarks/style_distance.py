@@ -20,6 +20,8 @@ side, then measured with the loss network (VGG16, float32):
   defaults weigh them): the ceiling these losses allow.
 Models run on the photo at --stylize_size (default: the photo as it is), in float32; --output
 NAME=PATH adds an image that is already stylised (e.g. another project's published output).
+With several photos a last table gives each model's mean over them: a held-out set to choose
+checkpoints by, so that the photos the models are judged on need not be.
 """
 from __future__ import annotations
 
@@ -111,6 +113,14 @@ def named(pairs: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def print_table(title: str, header: list[str], rows: list[tuple[str, list[float]]]) -> None:
+    print(f"\n{title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("| :-- |" + " --: |" * (len(header) - 1))
+    for name, cells in rows:
+        print(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.manual_seed(0)
@@ -122,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         style_grams = [L.gram_matrix(features[n]) for n in layers]
     models = [(name, load_model(path)) for name, path in named(args.model)]
     header = ["output", "style ratio", "content distance", *(f"{n} Gram err" for n in layers)]
+    per_model: dict[str, list[list[float]]] = {}  # each model's measures on each photo
     for content_path in args.content:
         full = image_to_tensor(load_image(content_path))[None]
         photo = scaled(full, args.size)
@@ -137,16 +148,19 @@ def main(argv: list[str] | None = None) -> None:
             rows.append((f"pixel-optimised ({args.pixel_steps} steps)",
                          pixel_optimised(loss_net, photo, style_grams, layers, args.pixel_steps,
                                          args.pixel_style_weight, args.pixel_lr)))
-        print(f"\n{Path(content_path).name} (measured at {args.size} px, style {Path(args.style_path).name})\n")
-        print("| " + " | ".join(header) + " |")
-        print("| :-- |" + " --: |" * (len(header) - 1))
+        measured = []
         with torch.no_grad():
             base = sum(gram_errors(loss_net, photo, style_grams, layers))
             for name, image in rows:
                 errors = gram_errors(loss_net, image, style_grams, layers)
-                cells = [f"{sum(errors) / base:.3f}", f"{content_distance(loss_net, image, photo):.3f}",
-                         *(f"{e:.3f}" for e in errors)]
-                print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+                measured.append((name, [sum(errors) / base, content_distance(loss_net, image, photo), *errors]))
+        print_table(f"{Path(content_path).name} (measured at {args.size} px, style {Path(args.style_path).name})",
+                    header, measured)
+        for name, cells in measured[1:len(models) + 1]:
+            per_model.setdefault(name, []).append(cells)
+    if len(args.content) > 1 and models:
+        print_table(f"mean over the {len(args.content)} photos", header,
+                    [(name, [sum(c) / len(c) for c in zip(*cells)]) for name, cells in per_model.items()])
 
 
 if __name__ == "__main__":

@@ -60,3 +60,24 @@ def test_style_distance_benchmark_runs_on_tiny_inputs(tmp_path):
     assert rows["itself"][:2] == pytest.approx([1.0, 0.0], abs=1e-3)  # the photo given as an output
     assert rows["tiny"][1] > 0.01  # a random network changes the picture
     assert all(len(cells) == 2 + 4 for cells in rows.values())
+
+
+def test_style_distance_benchmark_averages_over_photos(tmp_path):
+    """With several photos, a last table gives each model's mean over them."""
+    from conftest import random_vgg_file, tiny_checkpoint
+
+    vgg = random_vgg_file(tmp_path / "vgg16.pth", "VGG16", "caffe")
+    photos = [write_image(tmp_path / f"photo{i}.png", 40, 30, seed=i) for i in (2, 3)]
+    style = write_image(tmp_path / "style.png", 32, 32, seed=1)
+    model = tiny_checkpoint(tmp_path / "tiny.pth.tar")
+    result = run_script("benchmarks/style_distance.py", "--style_path", str(style), "--loss_net_path", str(vgg),
+                        "--content", *map(str, photos), "--model", f"tiny={model}", "--size", "32")
+    assert result.returncode == 0, result.stderr
+    tables = result.stdout.split("\n\n")
+    titles = [t.strip() for t in tables[::2]]
+    assert titles == ["photo2.png (measured at 32 px, style style.png)",
+                      "photo3.png (measured at 32 px, style style.png)", "mean over the 2 photos"]
+    tiny = [[float(c) for c in line.split("|")[2:-1]]
+            for table in tables[1::2] for line in table.splitlines() if line.startswith("| tiny |")]
+    assert len(tiny) == 3 and tiny[0] != tiny[1]
+    assert tiny[2] == pytest.approx([(a + b) / 2 for a, b in zip(tiny[0], tiny[1])], abs=1.5e-3)
