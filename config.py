@@ -166,9 +166,9 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 # How --smooth moves the previous output along the flow (flow.warp's mode). The output is
 # warped again every frame, so bilinear's blur piles up: on 16 frames of the held-out bikes
-# shot (200-215) with the shipped model at --smooth 0.5, bicubic kept the style distance at
-# 1.11x of unsmoothed where bilinear let it grow to 1.16x, for about the same E_warp (0.44x and
-# 0.43x of unsmoothed; benchmarks/smooth_stability.py's measures, docs/smoothing.md).
+# shot (200-215) with the mosaic shipped until 2f8f852 at --smooth 0.5, bicubic kept the style
+# distance at 1.11x of unsmoothed where bilinear let it grow to 1.16x, for about the same E_warp
+# (0.44x and 0.43x of unsmoothed; benchmarks/smooth_stability.py's measures, docs/smoothing.md).
 SMOOTH_WARP_MODE = "bicubic"
 # --smooth then gives the blend's fine detail (the frame minus a Gaussian blur of sigma pixels)
 # back `share` of the gain that would restore the stylised frame's energy, one gain per channel
