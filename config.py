@@ -36,15 +36,12 @@ class NetworkConfig:
 
 
 # Named sizes of the stylizing network: train.py --network picks one, the checkpoint records
-# the sizes (its `network` entry), so stylize.py needs no flag. "fast" is the real-time
-# candidate of issue 17: on the network alone (640x360, bf16, eager, batch 2, after
-# network/fast_inference.py) it ran 29 frames/s against 9.5 for "default" in a first check;
-# benchmarks/network_sizes.py measures candidates for speed and, after the same training,
-# for style and content losses. "coarse" has the default's 0.47 M parameters with one more
-# downsampling (its residual blocks work at 1/8 of the picture): each output pixel sees 175 x 175
-# input pixels instead of 107 x 107, for styles whose shapes are larger than the default draws
-# (docs/shipped_models.md point 8: on mosaic it passed the default network and ships as
-# mosaic_coarse.pth.tar; on rain-princess, udnie and candy it kept less of the photo for no more style).
+# the sizes (its `network` entry), so stylize.py needs no flag. "fast" is the real-time size
+# (about 3x the default's frames/s; benchmarks/network_sizes.py measures sizes for speed and,
+# after the same training, for style and content losses). "coarse" has the default's 0.47 M
+# parameters with one more downsampling (its residual blocks work at 1/8 of the picture): each
+# output pixel sees 175 x 175 input pixels instead of 107 x 107, for styles whose shapes are
+# larger than the default draws (docs/shipped_models.md).
 NETWORK_SIZES = {
     "default": NetworkConfig(),
     "fast": NetworkConfig(channels=(16, 32, 32), res_blocks=3, stem_kernel=5, final_kernel=5),
@@ -86,7 +83,7 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 MODEL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar")  # stripped to name outputs after a model
 
 # --precision (training and stylisation): the autocast dtype by name.
-# "auto" picks per device in utils.resolve_precision; "fp32" turns autocast off.
+# "auto" picks per device in common.precision.resolve_precision; "fp32" turns autocast off.
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 
@@ -106,10 +103,22 @@ CHECKPOINT_FORMAT_VERSION = 1
 # broken files; many mean a broken extraction). One such image is always tolerated, so that a
 # small set is not refused for a single file.
 MAX_UNREADABLE_SHARE = 0.05
+# The style image's sides in pixels as the loss network sees it: below min, its deepest style
+# layer (1/8 of the size) would hold too little to compare; --style_size 0 keeps the image's own
+# size up to max, past which its Gram matrices cost minutes and gigabytes for no more style.
+STYLE_SIDE = {"min": 16, "max": 2048}
 KEEP_TEMP_CHECKPOINTS = 3  # rolling checkpoints written every --save_freq batches
 
-# Defaults of train.py, as in the original README's table, except load_model (see
-# train/main.py) and the loss weights (see below).
+# train.py --minutes (train/budget.py): the learning rate rises linearly over warmup_steps,
+# then falls along a cosine to final_lr_share of --lr at the planned end. The pace is first
+# measured over settle_steps, then again every replan_every steps; reserve_share of the budget
+# (at most reserve_seconds) is kept for the final save, samples and loss plot.
+BUDGET = {"warmup_steps": 10, "final_lr_share": 0.05, "settle_steps": 3, "replan_every": 10,
+          "reserve_share": 0.2, "reserve_seconds": 15.0}
+
+# Defaults of train.py: the original README's, except load_model (a fresh run never overwrites
+# a model) and the loss weights (below). With --init_model and --minutes they are also the
+# new-style recipe (docs/new_style.md).
 TRAIN_DEFAULTS = {
     "device": "auto",
     "num_workers": 0,
@@ -165,17 +174,14 @@ STYLIZE_DEFAULTS = {
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 # How --smooth moves the previous output along the flow (flow.warp's mode). The output is
-# warped again every frame, so bilinear's blur piles up: on 16 frames of the held-out bikes
-# shot (200-215) with the mosaic shipped until 2f8f852 at --smooth 0.5, bicubic kept the style
-# distance at 1.11x of unsmoothed where bilinear let it grow to 1.16x, for about the same E_warp
-# (0.44x and 0.43x of unsmoothed; benchmarks/smooth_stability.py's measures, docs/smoothing.md).
+# warped again every frame, so bilinear's blur piles up; bicubic keeps more of the style for
+# about the same E_warp (benchmarks/smooth_stability.py measures both).
 SMOOTH_WARP_MODE = "bicubic"
 # --smooth then gives the blend's fine detail (the frame minus a Gaussian blur of sigma pixels)
 # back `share` of the gain that would restore the stylised frame's energy, one gain per channel
-# of at most max_gain (stylization/blend.keep_detail). On frames 200-249 of that shot at
-# --smooth 0.5 (benchmarks/smooth_stability.py), none of it let the style distance rise 14%
-# over unsmoothed (content distance +1%); all of it (share 1) kept the style at +4% but moved
-# the content to +11%; half is between the two (docs/smoothing.md).
+# of at most max_gain (stylization/blend.keep_detail): none of it lets the blend lose the
+# strokes' contrast, all of it brings back flicker and moves the content; half is between
+# (benchmarks/smooth_stability.py measures the trade).
 SMOOTH_DETAIL = {"sigma": 2.0, "share": 0.5, "max_gain": 2.0}
 
 # --tile_budget: frames of more megapixels than this run on overlapping tiles of about this
@@ -186,7 +192,7 @@ SMOOTH_DETAIL = {"sigma": 2.0, "share": 0.5, "max_gain": 2.0}
 # instance norms' statistics come from: "exact" measures each norm's over the tiles at full
 # resolution, one norm after the other (a pass over the tiles up to each norm); "scaled" takes
 # them from one pass over the frame scaled down to the budget (faster, but the scaled-down
-# copy lacks the fine detail the first layers respond to). docs/tiling.md compares them.
+# copy lacks the fine detail the first layers respond to; benchmarks/tiling.py compares them).
 TILE_FEATHER = 16
 # A tile's window holds this share of --tile_budget's pixels: the frame, the output being
 # assembled (float32) and the allocator's slack take the rest. Measured in docs/tiling.md.
@@ -228,8 +234,13 @@ STYLIZE_BATCH_SIZE = {"cpu": 2, "cuda": 8}
 # differed by 3.45 on a 640x360 clip. An explicit --precision is never second-guessed.
 STYLIZE_AUTO_PRECISION = {"cuda": "fp16", "cpu_native_bf16": "bf16", "cpu": "fp32"}
 AUTO_PRECISION_MAX_MEAN_DIFF = 1.5
+# Batches flatter than this (standard deviation of the 8-bit pixels) are not judged: a uniform
+# grey frame, as a browser camera sends first, made the fast mosaic's bf16 output differ from
+# fp32 by 63/255 (its instance norms divide by almost nothing), where real frames stay within
+# the limit.
+PRECISION_GUARD_MIN_STD = 4.0
 
-# glibc's allocator during stylisation (utils.keep_freed_memory): free memory at the top of
+# glibc's allocator during stylisation (common.devices.keep_freed_memory): free memory at the top of
 # the heap it keeps rather than returns to the kernel, and how much it adds when it grows.
 MALLOC_KEEP_BYTES = 1 << 30
 MALLOC_TOP_PAD_BYTES = 256 << 20
@@ -266,6 +277,13 @@ VIDEO_FORMATS = {
 # Used instead of _H264 when the FFmpeg found has no libx264 (a build without GPL parts).
 H264_FALLBACK = ["-c:v", "mpeg4", "-q:v", "3", "-pix_fmt", "yuv420p"]
 
+# The web page (app.py, webapp/): upload limits in megabytes, the thumbnails' longer side, the
+# JPEG quality of live camera frames both ways.
+WEB_LIMITS = {"photo_mb": 60, "video_mb": 500, "thumbnail_px": 160, "live_jpeg_quality": 85}
+# A new style as the README's twenty-minute command trains it: the shipped model it starts
+# from (--init_model) and, on the web page, how often the sample and loss plot refresh (steps).
+NEW_STYLE = {"init_model": "mosaic.pth.tar", "web_save_freq": 20}
+
 # Several models: the longer side of each picture of a contact sheet (input and each model's
 # output, labelled), in pixels.
 CONTACT_SHEET_CELL = 480
@@ -276,6 +294,10 @@ SHARD_TIMEOUT_HOURS = 72
 
 # Webcam / stream mode: the window's frames/s is an average over this many shown frames.
 LIVE_FPS_WINDOW = 10
+# --target_fps (stylization/pacing.py): the size is reconsidered every window_s seconds, the
+# longer side moves in steps of side_step pixels and never below min_side; margin (< 1) is the
+# share of the measured rate planned on, so that the target holds through small variations.
+TARGET_FPS = {"window_s": 1.0, "side_step": 16, "min_side": 128, "margin": 0.9}
 
 # Optical flow and occlusion (flow.optical_flow, flow.valid_flow_mask), shared by the
 # warping-error metric and the flow loss. The thresholds are those of Ruder et al. 2016 that

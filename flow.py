@@ -14,13 +14,14 @@ import numpy as np
 import torch
 
 import config
-from utils import atomic_write, fail
+from common.errors import fail
 
 FLO_MAGIC = 202021.25  # the Middlebury .flo header's sanity check ("PIEH" read as a float)
 
 
-def optical_flow(first: np.ndarray, second: np.ndarray, method: str = config.FLOW_METHOD) -> np.ndarray:
+def optical_flow(first: np.ndarray, second: np.ndarray, method: str | None = None) -> np.ndarray:
     """Dense flow from first to second (RGB uint8 H x W x 3) with OpenCV, as H x W x 2 float32."""
+    method = config.FLOW_METHOD if method is None else method
     if method not in config.FLOW_METHODS:
         fail(f"unknown flow method {method!r}: use {', '.join(config.FLOW_METHODS)}")
     a, b = (cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in (first, second))
@@ -94,11 +95,3 @@ def read_flo(path: str | Path) -> np.ndarray:
     if not header_ok or width < 1 or height < 1 or len(data) != 12 + 8 * int(width) * int(height):
         fail(f"{path} is not a Middlebury .flo flow file (bad header or size)")
     return np.frombuffer(data[12:], "<f4").reshape(int(height), int(width), 2).astype(np.float32)
-
-
-def write_flo(path: str | Path, flow: np.ndarray) -> Path:
-    """Write H x W x 2 flow as a Middlebury .flo file, atomically."""
-    height, width = flow.shape[:2]
-    payload = (np.array([FLO_MAGIC], "<f4").tobytes() + np.array([width, height], "<i4").tobytes()
-               + np.ascontiguousarray(flow, dtype="<f4").tobytes())
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(payload))

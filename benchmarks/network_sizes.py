@@ -43,8 +43,10 @@ from network.style_network import StylizingNetwork  # noqa: E402
 from stylization.processor import Processor  # noqa: E402
 from train import loss as L  # noqa: E402
 from train.dataset import ContentDataset, EpochSampler, load_style_image  # noqa: E402
-from train.main import LOSS_TERMS, loss_terms, make_scaler, optimization_step, style_targets  # noqa: E402
-from utils import autocast, keep_freed_memory, precision_name, resolve_device, resolve_precision  # noqa: E402
+from train.step import (LOSS_TERMS, Objective, Updater, loss_terms, make_scaler, optimization_step,  # noqa: E402
+                        style_targets)
+from common.devices import keep_freed_memory, resolve_device  # noqa: E402
+from common.precision import autocast, precision_name, resolve_precision  # noqa: E402
 
 DEFAULT_CANDIDATES = (
     "default",
@@ -143,16 +145,15 @@ def train_and_evaluate(cfg: config.NetworkConfig, args: argparse.Namespace, devi
                                              args.noise_range, generator).to(device)
     torch.manual_seed(args.seed)
     model = StylizingNetwork(cfg).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scaler = make_scaler(device, dtype)
+    updater = Updater(torch.optim.Adam(model.parameters(), lr=args.lr), make_scaler(device, dtype), dtype)
+    objective = Objective(style_grams, layers, weights, noise_pattern=noise_pattern)
     step, start = 0, time.perf_counter()
     for epoch in itertools.count():
         loader = DataLoader(dataset, batch_size=args.train_batch_size,
                             sampler=EpochSampler(len(dataset), args.seed, epoch),
                             num_workers=args.num_workers)
         for images in loader:
-            optimization_step(model, loss_net, optimizer, scaler, dtype, images.to(device), style_grams,
-                              weights, noise_pattern, layers)
+            optimization_step(model, loss_net, updater, images.to(device), objective)
             step += 1
             if step % 100 == 0:
                 print(f"  {describe(cfg)}: step {step}/{args.train_steps}", flush=True)
@@ -168,8 +169,8 @@ def train_and_evaluate(cfg: config.NetworkConfig, args: argparse.Namespace, devi
         for images in DataLoader(evaluated, batch_size=1):
             images = images.to(device)
             stylised = model(images)
-            terms = loss_terms(loss_net(stylised), loss_net(images, layers["content"]), style_grams,
-                               stylised, None, layers)
+            terms = loss_terms(loss_net(stylised), loss_net(images, layers["content"]), stylised, None,
+                               objective)
             for name in totals:
                 totals[name] += float(terms[name]) / len(evaluated)
     return {**totals, "seconds": seconds}

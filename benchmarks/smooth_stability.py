@@ -44,10 +44,10 @@ from stylization.blend import TemporalSmoother  # noqa: E402
 from stylization.processor import Processor  # noqa: E402
 from stylization.stability import WarpErrorMeter  # noqa: E402
 from temporal_stability import held_out_frames  # noqa: E402  (benchmarks/, beside this file)
+from common.images import frames_to_batch  # noqa: E402
 from train import loss as L  # noqa: E402
 from train.dataset import load_style_image  # noqa: E402
-from train.main import style_targets  # noqa: E402
-from utils import frames_to_batch  # noqa: E402
+from train.step import style_targets  # noqa: E402
 
 RANDOM_EXAMPLES = "random-examples"
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")

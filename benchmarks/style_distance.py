@@ -35,10 +35,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import config  # noqa: E402
+from common.cli import run_cli  # noqa: E402
+from common.images import image_to_tensor, load_image  # noqa: E402
 from network.formats import load_model  # noqa: E402
 from network.loss_network import LossNetwork, build_loss_network  # noqa: E402
 from train import loss as L  # noqa: E402
-from utils import image_to_tensor, load_image, run_cli  # noqa: E402
 
 CONTENT_LAYER = "relu3_3"  # the content distance's layer, as the quality issue defines it
 PIXEL_CONTENT_LAYER = "relu2_2"  # the pixel optimisation's content term, as in training

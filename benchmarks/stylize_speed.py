@@ -5,7 +5,7 @@
 In one run, on the same model weights and the same video, it prints frames/s of
 1. the naive loop, as the original did it: read one frame, convert, float32 forward, write
    (OpenCV, mp4v), repeat, in a process of its own with the C library's allocator as it comes
-   (the rest runs after utils.keep_freed_memory(), as stylize.py does);
+   (the rest runs after common.devices.keep_freed_memory(), as stylize.py does);
 2. the network alone on frames already decoded into memory (stylization.processor.Processor,
    as the pipeline calls it), per precision and batch size, and the same for the network as
    trained (its layers not rewritten by network/fast_inference.py), to show what each step gives
@@ -62,18 +62,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import config  # noqa: E402
+from common.devices import keep_freed_memory, resolve_device  # noqa: E402
+from common.images import batch_to_frames, frames_to_batch, tensor_to_array  # noqa: E402
+from common.model_files import read_checkpoint  # noqa: E402
+from common.precision import has_native_bf16_cpu, has_native_bf16_gpu, precision_name  # noqa: E402
+from network import fast_inference  # noqa: E402
+from network.export import export_model  # noqa: E402
+from network.fast_inference import for_inference  # noqa: E402
+from network.formats import load_model  # noqa: E402
 from stylization.content_source.base import Frame  # noqa: E402
 from stylization.content_source.video import VideoSource  # noqa: E402
-from stylization.main import main as stylize_main  # noqa: E402
+from stylization.jobs import run  # noqa: E402
 from stylization.pipeline import stylize_live  # noqa: E402
 from stylization.processor import Processor, default_batch_size, stylize_precision  # noqa: E402
+from stylization.settings import stylize_settings  # noqa: E402
 from stylization.sink import find_ffmpeg  # noqa: E402
-from network import fast_inference  # noqa: E402
-from network.fast_inference import for_inference  # noqa: E402
-from network.export import export_model  # noqa: E402
-from network.formats import load_model  # noqa: E402
-from utils import (batch_to_frames, frames_to_batch, has_native_bf16_cpu, has_native_bf16_gpu,  # noqa: E402
-                   keep_freed_memory, precision_name, read_checkpoint, resolve_device, tensor_to_array)
 
 MATMUL_SECONDS = 2.0  # how long each matmul peak is measured
 
@@ -113,7 +116,7 @@ def naive_loop(video: Path, model_path: Path, output: Path) -> float:
     """Frames/s of the original's loop: one frame, float32, read and write in line.
 
     Run in a process of its own (run_naive_loop), with the C library's allocator as it comes:
-    every other row runs after utils.keep_freed_memory(), as stylize.py does."""
+    every other row runs after common.devices.keep_freed_memory(), as stylize.py does."""
     model = load_model(model_path)
     start = clock()
     capture = cv2.VideoCapture(str(video))
@@ -194,13 +197,13 @@ def as_trained(model_path: Path, device: torch.device, dtype: torch.dtype | None
 
 def end_to_end(video: Path, model_path: Path, device: str, precision: str, batch_size: int,
                compiled: bool, output_dir: Path, frames: int) -> tuple[float, str]:
-    """Frames/s of stylize.py's main() on video, and FFmpeg's description of the output."""
-    args = ["--content_type", "video", "--source", str(video), "--model_path", str(model_path),
-            "--device", device, "--precision", precision, "--batch_size", str(batch_size),
-            "--compile", str(compiled), "--output_dir", str(output_dir), "--output_name", "out.mp4",
-            "--overwrite", "True", "--real_time", "False"]
+    """Frames/s of a stylize.py run on video, and FFmpeg's description of the output."""
+    settings = stylize_settings(content_type="video", source=str(video), model_path=[str(model_path)],
+                                device=device, precision=precision, batch_size=batch_size,
+                                compile=compiled, output_dir=str(output_dir), output_name="out.mp4",
+                                overwrite=True, real_time=False)
     start = clock()
-    stylize_main(args)
+    run(settings)
     elapsed = clock() - start
     info = subprocess.run([find_ffmpeg(), "-hide_banner", "-i", str(output_dir / "out.mp4")],
                           capture_output=True, text=True).stderr
@@ -480,7 +483,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every row this many times, interleaved; report medians")
     parser.add_argument("--glibc_defaults", action="store_true",
-                        help="leave glibc's allocator as it comes (no utils.keep_freed_memory) for the "
+                        help="leave glibc's allocator as it comes (no common.devices.keep_freed_memory) for the "
                              "model-only rows, to show what that call gives; end-to-end rows are left out "
                              "since stylize.py makes the call itself")
     parser.add_argument("--compile_cache", action="store_true",

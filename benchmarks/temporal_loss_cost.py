@@ -3,7 +3,7 @@
     python benchmarks/temporal_loss_cost.py --loss_net_path ../shared/weights/vgg16_hed_features.pth \\
         --content_dir /tmp/data/frames --style_path ../shared/media/style/mosaic.jpg
 
-Times train.main.optimization_step (as train.py runs it) on the same batches for the four
+Times train.step.optimization_step (as train.py runs it) on the same batches for the four
 configurations, taking turns step by step so that a busy machine slows all of them alike,
 and prints the median step time of each with its ratio to the plain step. The flow loss
 also needs each pair's optical flow once (cached on disk): the time per pair is printed too.
@@ -23,12 +23,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import config  # noqa: E402
+from common.precision import precision_name, resolve_precision  # noqa: E402
 from network.loss_network import build_loss_network  # noqa: E402
 from network.style_network import StylizingNetwork  # noqa: E402
 from train import loss as L  # noqa: E402
 from train.dataset import FramePairDataset, load_style_image  # noqa: E402
-from train.main import LOSS_TERMS, make_scaler, optimization_step, style_targets  # noqa: E402
-from utils import precision_name, resolve_precision  # noqa: E402
+from train.step import LOSS_TERMS, Objective, Updater, make_scaler, optimization_step, style_targets  # noqa: E402
 
 VARIANTS = {"plain": (0, 0), "noise": (1, 0), "flow": (0, 1), "noise + flow": (1, 1)}
 
@@ -68,14 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     for name in VARIANTS:
         torch.manual_seed(0)
         model = StylizingNetwork(config.NetworkConfig()).train()
-        runs[name] = (model, torch.optim.Adam(model.parameters(), lr=5e-4), make_scaler(device, dtype), [])
+        runs[name] = (model, Updater(torch.optim.Adam(model.parameters(), lr=5e-4), make_scaler(device, dtype), dtype), [])
     for r, (images, following, flow, valid) in enumerate(batches):
         for name, (noise_on, flow_on) in VARIANTS.items():
-            model, optimizer, scaler, times = runs[name]
-            weights = {t: 1.0 for t in LOSS_TERMS}
+            model, updater, times = runs[name]
+            objective = Objective(grams, layers, {t: 1.0 for t in LOSS_TERMS},
+                                  noise_pattern=noise if noise_on else None)
             start = time.perf_counter()
-            optimization_step(model, loss_net, optimizer, scaler, dtype, images, grams, weights,
-                              noise if noise_on else None, layers,
+            optimization_step(model, loss_net, updater, images, objective,
                               (following, flow, valid) if flow_on else None)
             if r >= args.warmup:
                 times.append(time.perf_counter() - start)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.rounds} timed steps each (median), {torch.get_num_threads()} threads\n")
     print("| loss terms | s/step | vs plain |")
     print("| :-- | --: | --: |")
-    for name, (_, _, _, times) in runs.items():
+    for name, (_, _, times) in runs.items():
         print(f"| {name} | {statistics.median(times):.2f} | {statistics.median(times) / plain:.2f}x |")
     print(f"\noptical flow and mask, once per training pair: {1000 * flow_seconds:.1f} ms "
           f"({computed} pairs at {args.img_size}x{args.img_size})")

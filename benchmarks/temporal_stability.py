@@ -31,6 +31,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import config  # noqa: E402
+from common.images import center_crop_resize, image_to_tensor, load_image, save_image  # noqa: E402
+from network.formats import load_model  # noqa: E402
 from network.loss_network import build_loss_network  # noqa: E402
 from stylization.content_source.factory import create_source  # noqa: E402
 from stylization.enum_class import ContentType  # noqa: E402
@@ -38,9 +40,7 @@ from stylization.processor import Processor  # noqa: E402
 from stylization.stability import WarpErrorMeter  # noqa: E402
 from train import loss as L  # noqa: E402
 from train.dataset import load_style_image  # noqa: E402
-from train.main import style_targets  # noqa: E402
-from network.formats import load_model  # noqa: E402
-from utils import center_crop_resize, image_to_tensor, load_image, save_image  # noqa: E402
+from train.step import style_targets  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -39,8 +39,8 @@ from stylization.processor import Processor  # noqa: E402
 BORDER = 8  # pixels either side of a cut that count as the tile border
 
 # stylize.py with config.TILE_STATISTICS set first; the peak is read by the parent.
-CHILD = ("import sys, config; config.TILE_STATISTICS = sys.argv[1]; sys.argv[1:2] = []; "
-         "from stylization.main import main; from utils import run_cli; run_cli(main)")
+CHILD = ("import runpy, sys, config; config.TILE_STATISTICS = sys.argv[1]; sys.argv[1:2] = []; "
+         "runpy.run_path('stylize.py', run_name='__main__')")
 
 
 def read_rgb(path: Path) -> np.ndarray:

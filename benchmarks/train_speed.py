@@ -8,7 +8,7 @@ markdown table of images/s for
 - the straightforward step: float32, the style image's Grams recomputed every step, the loss
   network's weights requiring grad (their gradients are computed), content targets tracked
   by autograd, the clean and the noisy frames through the network in two separate calls;
-- the project's step (train.main.optimization_step, as train.py runs it) per precision,
+- the project's step (train.step.optimization_step, as train.py runs it) per precision,
 and, for each precision, the style and content losses its model reaches after --steps steps
 (same seed, same data order), evaluated in float32 on the same frames, so that speed is
 never bought with quality. With several --seeds (initial weights and data order) each
@@ -34,9 +34,10 @@ from network.loss_network import LossNetwork, build_loss_network  # noqa: E402
 from network.style_network import StylizingNetwork  # noqa: E402
 from train import loss as L  # noqa: E402
 from train.dataset import ContentDataset, EpochSampler, load_style_image  # noqa: E402
-from train.main import (LOSS_TERMS, loss_terms, make_scaler, optimization_step,  # noqa: E402
-                        style_targets, training_step, weighted_total)
-from utils import precision_name, resolve_device, resolve_precision  # noqa: E402
+from train.step import (LOSS_TERMS, Objective, Updater, loss_terms, make_scaler,  # noqa: E402
+                        optimization_step, style_targets, training_step, weighted_total)
+from common.devices import resolve_device  # noqa: E402
+from common.precision import precision_name, resolve_precision  # noqa: E402
 
 EVAL_BATCHES = 8  # batches of the first epoch on which every trained model is scored
 
@@ -53,7 +54,7 @@ def straightforward_step(model: StylizingNetwork, loss_net: LossNetwork, images:
     stylised_noisy = model(L.add_noise(images, noise_pattern)) if noise_pattern is not None else None
     targets = loss_net(images, layers["content"])
     features = loss_net(stylised)
-    terms = loss_terms(features, targets, style_grams, stylised, stylised_noisy, layers)
+    terms = loss_terms(features, targets, stylised, stylised_noisy, Objective(style_grams, layers, weights))
     return weighted_total(terms, weights), terms
 
 
@@ -102,14 +103,17 @@ class Bench:
         self.noise = L.make_noise_pattern(args.img_size, args.img_size, d["noise_per_img"],
                                           d["noise_range"], generator).to(self.device)
         self.weights = {t: d[f"lambda_{t}"] for t in LOSS_TERMS}
+        self.objective = Objective(self.grams, self.layers, self.weights, noise_pattern=self.noise)
 
-    def batch(self, k: int, seed: int = config.TRAIN_DEFAULTS["seed"]) -> torch.Tensor:
+    def batch(self, k: int, seed: int | None = None) -> torch.Tensor:
+        seed = config.TRAIN_DEFAULTS["seed"] if seed is None else seed
         if seed not in self.orders:
             count = max(self.args.steps, self.args.baseline_steps + self.args.warmup, EVAL_BATCHES)
             self.orders[seed] = batch_order(len(self.frames), self.args.batch_size, seed, count)
         return torch.stack([self.frames[i] for i in self.orders[seed][k]]).to(self.device)
 
-    def fresh_model(self, seed: int = config.TRAIN_DEFAULTS["seed"]) -> tuple[StylizingNetwork, torch.optim.Adam]:
+    def fresh_model(self, seed: int | None = None) -> tuple[StylizingNetwork, torch.optim.Adam]:
+        seed = config.TRAIN_DEFAULTS["seed"] if seed is None else seed
         torch.manual_seed(seed)
         model = StylizingNetwork().to(self.device).train()
         return model, torch.optim.Adam(model.parameters(), lr=config.TRAIN_DEFAULTS["lr"])
@@ -139,7 +143,7 @@ class Bench:
         seed: initial weights and data order."""
         model, optimizer = self.fresh_model(seed)
         dtype = resolve_precision(precision, self.device)
-        scaler = make_scaler(self.device, dtype)
+        updater = Updater(optimizer, make_scaler(self.device, dtype), dtype)
         loss_net = self.loss_net
         if nchw:
             loss_net = build_loss_network(self.args.loss_net_path, "VGG16", "auto", self.device)
@@ -151,8 +155,7 @@ class Bench:
             images = self.batch(k, seed)
             synchronize(self.device)
             start = time.perf_counter()
-            optimization_step(step_model, step_loss_net, optimizer, scaler, dtype, images,
-                              self.grams, self.weights, self.noise, self.layers)
+            optimization_step(step_model, step_loss_net, updater, images, self.objective)
             synchronize(self.device)
             times.append((time.perf_counter() - start, len(images)))
             print(f"  {precision_name(dtype)}{' compiled' if compiled else ''}{' nchw' if nchw else ''} "
@@ -170,8 +173,7 @@ class Bench:
         sums = {"style": 0.0, "content": 0.0}
         with torch.no_grad():
             for k in range(EVAL_BATCHES):
-                _, terms, _ = training_step(model, self.loss_net, self.batch(k), self.grams,
-                                            self.weights, self.noise, self.layers)
+                _, terms, _ = training_step(model, self.loss_net, self.batch(k), self.objective)
                 for name in sums:
                     sums[name] += terms[name].item() / EVAL_BATCHES
         return sums

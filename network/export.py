@@ -22,8 +22,11 @@ from torch import nn
 from tqdm import tqdm
 
 import config
+from common.cli import run_cli, str2bool
+from common.errors import fail, UserError
+from common.files import atomic_write
+from common.model_files import model_stem
 from network.formats import load_network
-from utils import UserError, atomic_write, fail, model_stem, run_cli, str2bool
 
 INPUT_NAME, OUTPUT_NAME = "image", "stylized"
 

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 import config
+from common.errors import fail
+from common.model_files import read_checkpoint
 from network import examples_network, original_network
 from network.style_network import StylizingNetwork, pad_to_fit
-from utils import fail, read_checkpoint
 
 SUPPORTED = ("checkpoints written by train.py", "the original project's released .pth.tar files",
              "pytorch/examples fast_neural_style .pth files (candy, mosaic, rain_princess, udnie)",

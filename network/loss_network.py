@@ -16,7 +16,8 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 import config
-from utils import existing_file, fail
+from common.errors import fail
+from common.files import existing_file
 
 ARCHITECTURES = {"VGG16": cfgs["D"], "VGG19": cfgs["E"]}
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils import existing_file, fail
+from common.errors import fail
+from common.files import existing_file
 
 
 class OnnxModel(nn.Module):

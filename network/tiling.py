@@ -38,8 +38,8 @@ import torch
 from torch import nn
 
 import config
+from common.images import frames_to_batch
 from network.fast_inference import ChannelGroupNorm, TwoPassInstanceNorm
-from utils import frames_to_batch
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -90,7 +90,7 @@ def plan_axis(length: int, window: int, radius: int, feather: int, align: int) -
                for lo, hi in zip(cuts, cuts[1:])]
     # Windows of one size (more context never changes a tile's contribution): every tile then
     # needs the same memory, which the allocator reuses, where tiles of many sizes would leave
-    # it holding blocks of each (glibc keeps freed memory, utils.keep_freed_memory).
+    # it holding blocks of each (glibc keeps freed memory, common.devices.keep_freed_memory).
     size = max(stop - start for start, stop in windows)
     spans = []
     for (start, stop), lo, hi in zip(windows, cuts, cuts[1:]):
@@ -252,8 +252,10 @@ class TiledNetwork:
     receptive_radius can see."""
 
     def __init__(self, model: nn.Module, source: nn.Module, device: torch.device,
-                 dtype: torch.dtype = torch.float32, feather: int = config.TILE_FEATHER,
-                 statistics: str = config.TILE_STATISTICS):
+                 dtype: torch.dtype = torch.float32, feather: int | None = None,
+                 statistics: str | None = None):
+        feather = config.TILE_FEATHER if feather is None else feather
+        statistics = config.TILE_STATISTICS if statistics is None else statistics
         if statistics not in ("exact", "scaled"):
             raise ValueError(f"statistics must be 'exact' or 'scaled', not {statistics!r}")
         self.device, self.dtype = device, dtype
@@ -313,7 +315,7 @@ class TiledNetwork:
             self._set_mode("apply")
             total = np.zeros((height, width, 3), np.float32)
             self._tiles(frame, plan, total)
-        # As utils.batch_to_frames rounds; in place, for a 48-megapixel frame's float32 copies
+        # As common.images.batch_to_frames rounds; in place, for a 48-megapixel frame's float32 copies
         # are 576 MB each.
         np.multiply(total, 255.0, out=total)
         np.clip(total, 0, 255, out=total)

@@ -105,9 +105,9 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def keep_detail(blended: torch.Tensor, stylised: torch.Tensor,
-                sigma: float = config.SMOOTH_DETAIL["sigma"],
-                share: float = config.SMOOTH_DETAIL["share"],
-                max_gain: float = config.SMOOTH_DETAIL["max_gain"]) -> torch.Tensor:
+                sigma: float | None = None,
+                share: float | None = None,
+                max_gain: float | None = None) -> torch.Tensor:
     """The blended frame with the fine detail it lost scaled back towards the stylised frame's
     contrast.
 
@@ -118,6 +118,9 @@ def keep_detail(blended: torch.Tensor, stylised: torch.Tensor,
     taken `share` of the way from 1 (1: all the energy back). The blurred part, the steady one,
     is left alone; where the two frames agree the gain is 1.
     """
+    sigma = config.SMOOTH_DETAIL["sigma"] if sigma is None else sigma
+    share = config.SMOOTH_DETAIL["share"] if share is None else share
+    max_gain = config.SMOOTH_DETAIL["max_gain"] if max_gain is None else max_gain
     detail = blended - gaussian_blur(blended, sigma)
     wanted = (stylised - gaussian_blur(stylised, sigma)).pow(2).mean((1, 2))
     have = detail.pow(2).mean((1, 2))
@@ -134,7 +137,8 @@ class TemporalSmoother:
     (config.FLOW_METHOD), computed at the frames' size, which is the output size.
     """
 
-    def __init__(self, weight: float, method: str = config.FLOW_METHOD):
+    def __init__(self, weight: float, method: str | None = None):
+        method = config.FLOW_METHOD if method is None else method
         if not 0 <= weight < 1:
             raise ValueError(f"the smoothing weight must be in [0, 1), got {weight}")
         self.weight = float(weight)

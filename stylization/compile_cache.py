@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 import config
-from utils import atomic_write
+from common.files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 # The code that shapes the compiled graph: a change there makes a new graph, so packages built

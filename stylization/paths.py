@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Sequence
 
 import config
+from common.errors import fail
+from common.files import list_files
+from common.model_files import model_stem
 from stylization.content_source.webcam import stream_label
 from stylization.enum_class import ContentType
-from utils import fail, list_files, model_stem
 
 DEFAULT_SUFFIX = {ContentType.IMAGE: ".png", ContentType.VIDEO: ".mp4", ContentType.WEBCAM: ".mp4"}
 INPUT_EXTENSIONS = {ContentType.IMAGE: config.IMAGE_EXTENSIONS,
@@ -171,15 +173,6 @@ def check_output_dir(output_dir: Path) -> None:
         fail(f"--output_dir {output_dir} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         fail(f"--output_dir {output_dir} is not writable: choose another folder")
-
-
-def plan_jobs(inputs: Inputs, content_type: ContentType, output_dir: Path | None,
-              output_name: str | None, model_path: str | Sequence[str],
-              overwrite: bool) -> tuple[list[Job], list[str]]:
-    """One job per source (and per model) with its output path (None: not saving), plus
-    notes for the user (see plan_outputs)."""
-    jobs, notes, _ = plan_outputs(inputs, content_type, output_dir, output_name, model_path, overwrite)
-    return jobs, notes
 
 
 def plan_outputs(inputs: Inputs, content_type: ContentType, output_dir: Path | None,

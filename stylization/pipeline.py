@@ -91,7 +91,8 @@ class BackgroundWriter:
     holds every frame that was stylised) and raises the writer's error, if it had one.
     """
 
-    def __init__(self, write: Write, max_frames: int = config.ENCODE_QUEUE_FRAMES):
+    def __init__(self, write: Write, max_frames: int | None = None):
+        max_frames = config.ENCODE_QUEUE_FRAMES if max_frames is None else max_frames
         self._frames: queue.Queue = queue.Queue(max_frames)
         self._stage = _Stage("encode", self._drain)
         self._write = write
@@ -203,7 +204,8 @@ class LatestFrame:
 class RateMeter:
     """Frames per second over the last `window` ticks."""
 
-    def __init__(self, window: int = config.LIVE_FPS_WINDOW):
+    def __init__(self, window: int | None = None):
+        window = config.LIVE_FPS_WINDOW if window is None else window
         self._times: deque[float] = deque(maxlen=window)
 
     def tick(self) -> float | None:

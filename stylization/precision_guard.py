@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 import config
-from utils import precision_name
+from common.precision import precision_name
 
 
 def mean_difference(reference: torch.Tensor, other: torch.Tensor) -> float:
@@ -22,12 +22,20 @@ def mean_difference(reference: torch.Tensor, other: torch.Tensor) -> float:
     return (reference.to(torch.int16) - other.to(torch.int16)).abs().float().mean().item()
 
 
-def keeps_reduced(difference: float, limit: float = config.AUTO_PRECISION_MAX_MEAN_DIFF) -> bool:
+def too_flat(frames: torch.Tensor) -> bool:
+    """Whether uint8 frames hold too little contrast (standard deviation in 0-255 units below
+    config.PRECISION_GUARD_MIN_STD) to judge a precision on."""
+    return frames.float().std().item() < config.PRECISION_GUARD_MIN_STD
+
+
+def keeps_reduced(difference: float, limit: float | None = None) -> bool:
+    limit = config.AUTO_PRECISION_MAX_MEAN_DIFF if limit is None else limit
     return difference <= limit
 
 
 def fallback_note(dtype: torch.dtype, difference: float,
-                  limit: float = config.AUTO_PRECISION_MAX_MEAN_DIFF) -> str:
+                  limit: float | None = None) -> str:
+    limit = config.AUTO_PRECISION_MAX_MEAN_DIFF if limit is None else limit
     name = precision_name(dtype)
     return (f"note: --precision auto: this model's {name} output differs from fp32 by a mean of "
             f"{difference:.2f}/255 on the first frames (limit {limit}/255), so it runs in fp32; "

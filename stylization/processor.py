@@ -9,11 +9,12 @@ import numpy as np
 import torch
 
 import config
+from common.errors import fail
+from common.images import batch_to_frames, frames_to_batch
+from common.precision import has_native_bf16_cpu, resolve_precision
 from network.fast_inference import for_inference
 from network.tiling import TiledNetwork, tileable
 from stylization import compile_cache, precision_guard
-from utils import (batch_to_frames, fail, frames_to_batch, has_native_bf16_cpu,
-                   resolve_precision)
 
 
 def stylize_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -21,7 +22,7 @@ def stylize_precision(name: str, device: torch.device) -> torch.dtype | None:
 
     auto follows config.STYLIZE_AUTO_PRECISION, which holds a reduced precision only where its
     output was measured close enough to float32's; explicit names go through
-    utils.resolve_precision, so an unusable choice warns and falls back as in training.
+    common.precision.resolve_precision, so an unusable choice warns and falls back as in training.
     """
     if name == "auto":
         kind = device.type if device.type == "cuda" else (
@@ -129,7 +130,12 @@ class Processor:
         return self._steps[shape](frames)
 
     def _settle_precision(self, frames: torch.Tensor) -> torch.Tensor:
-        """The first batch, eager, in dtype and in float32; keeps the dtype only if they agree."""
+        """The first batch, eager, in dtype and in float32; keeps the dtype only if they agree.
+        A nearly flat batch (a camera's first frames, a fade from black) runs in float32 and
+        leaves the judgement to a later one: instance norms over almost no contrast magnify
+        any rounding, so it would tell nothing of the precision on real pictures."""
+        if precision_guard.too_flat(frames):
+            return FramesToFrames(self._reference, torch.float32, self.memory_format)(frames)
         reference_model, self._reference = self._reference, None
         reduced = self._eager(frames)
         reference_step = FramesToFrames(reference_model, torch.float32, self.memory_format)

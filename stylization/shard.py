@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 import config
-from utils import Place, local_gpu, torchrun_place
+from common.devices import local_gpu, Place, torchrun_place
 
 T = TypeVar("T")
 

@@ -20,7 +20,9 @@ import cv2
 import numpy as np
 
 import config
-from utils import disk_full, fail, fit_within, full_disk_is_an_error, save_image, temp_file_beside
+from common.errors import disk_full, fail, full_disk_is_an_error
+from common.files import temp_file_beside
+from common.images import fit_within, save_image
 
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27 is Esc
 DISPLAY_PROBE_TIMEOUT_S = 15
@@ -40,9 +42,10 @@ def _outlined_text(image: np.ndarray, text: str, origin: tuple[int, int], scale:
 LABEL_BAND = 28  # pixels of the band under each picture of a contact sheet, for its label
 
 
-def contact_sheet(cells: list[tuple[str, np.ndarray]], cell: int = config.CONTACT_SHEET_CELL) -> np.ndarray:
+def contact_sheet(cells: list[tuple[str, np.ndarray]], cell: int | None = None) -> np.ndarray:
     """RGB uint8 pictures, each scaled to fit cell x cell and labelled underneath, in a grid
     of ceil(sqrt(n)) columns on white."""
+    cell = config.CONTACT_SHEET_CELL if cell is None else cell
     columns = math.ceil(math.sqrt(len(cells)))
     rows = math.ceil(len(cells) / columns)
     sheet = np.full((rows * (cell + LABEL_BAND), columns * cell, 3), 255, np.uint8)
@@ -201,7 +204,7 @@ class VideoSink:
     warning. A crash never leaves a broken file under the final name. Used as a context
     manager, the video is finalised when the block ends normally or by KeyboardInterrupt
     (also SIGTERM and SIGHUP, which stylize.py turns into one; then `partial` is True) and
-    deleted when it ends by any other error. A full disk raises utils.DiskFull naming `path`.
+    deleted when it ends by any other error. A full disk raises common.errors.DiskFull naming `path`.
     """
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int],

@@ -22,8 +22,11 @@ import numpy as np
 import torch
 
 import config
+from common.cli import run_cli
+from common.errors import fail
+from common.files import list_files
+from common.images import image_to_tensor, load_image
 from flow import flow_to_tensor, is_scene_cut, optical_flow, read_flo, valid_flow_mask, warp
-from utils import fail, image_to_tensor, list_files, load_image, run_cli
 
 
 def pair_warp_error(first: torch.Tensor, second: torch.Tensor, flow: torch.Tensor,
@@ -56,7 +59,8 @@ class WarpErrorMeter:
     """Scores a video frame by frame as it is stylised: add() each input frame with its
     stylised frame, in order; only the previous pair is kept in memory."""
 
-    def __init__(self, method: str = config.FLOW_METHOD):
+    def __init__(self, method: str | None = None):
+        method = config.FLOW_METHOD if method is None else method
         self.method = method
         self._previous: tuple[np.ndarray, torch.Tensor, torch.Tensor] | None = None
         self._sums = {"stylised": 0.0, "input": 0.0}
@@ -141,7 +145,7 @@ def read_flows(folder: str | Path | None) -> Iterator[np.ndarray | None]:
 
 def score_videos(input_path: str | Path, stylised_path: str | Path,
                  flow_dir: str | Path | None = None, backward_flow_dir: str | Path | None = None,
-                 method: str = config.FLOW_METHOD, progress: bool = True) -> StabilityResult:
+                 method: str | None = None, progress: bool = True) -> StabilityResult:
     """E_warp of a stylised video (file or frame folder) against its input.
 
     flow_dir: ground-truth flows (.flo), the k-th file (by name) from input frame k to k+1;
@@ -149,6 +153,7 @@ def score_videos(input_path: str | Path, stylised_path: str | Path,
     A stylised video of another size (--max_size, or an odd side trimmed by the video codec)
     is compared with the input scaled to its size.
     """
+    method = config.FLOW_METHOD if method is None else method
     import cv2
     from tqdm import tqdm
 

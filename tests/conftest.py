@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import config  # noqa: E402
-import utils  # noqa: E402
+import common.model_files  # noqa: E402
 from network.loss_network import expected_shapes  # noqa: E402
 from network.style_network import StylizingNetwork  # noqa: E402
 
@@ -35,6 +35,44 @@ def run_script(script: str, *args: str, env: dict | None = None, timeout: int = 
     target = script.split() if script.startswith("-m ") else [str(ROOT / script)]
     return subprocess.run([sys.executable, *target, *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout, cwd=cwd or ROOT)
+
+
+ENTRY_POINTS = {"train.py": "train.main", "stylize.py": "stylization.main", "utils.py": "utils"}
+
+
+def run_entry(script: str, *args: str) -> subprocess.CompletedProcess:
+    """One of the project's command lines run in this process, as run_script runs it in a new
+    one: its exit status, stdout and stderr. It saves each test the interpreter's start and
+    torch's import; run_script stays for tests that need a process of their own (signals,
+    environment variables, the real start)."""
+    import contextlib
+    import importlib
+    import io
+    import signal
+    import warnings
+
+    from common.cli import run_cli
+
+    main = importlib.import_module(ENTRY_POINTS[script]).main
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    formatwarning, threads, code = warnings.formatwarning, torch.get_num_threads(), 0
+    torch.set_num_threads(1)  # tiny inputs gain nothing from threads
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("always")  # a subprocess would show every warning once
+        # shown on stderr as the command shows them, not recorded by pytest
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        try:
+            run_cli(main, list(args))
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        finally:
+            warnings.formatwarning = formatwarning
+            torch.set_num_threads(threads)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
 def write_image(path: Path, width: int, height: int, seed: int = 0) -> Path:
@@ -70,7 +108,7 @@ def tiny_checkpoint(path: Path, seed: int = 0, cfg: config.NetworkConfig = TINY_
     """A checkpoint of this project's format holding a small random network."""
     torch.manual_seed(seed)
     model = StylizingNetwork(cfg)
-    utils.save_checkpoint({"format_version": config.CHECKPOINT_FORMAT_VERSION,
+    common.model_files.save_checkpoint({"format_version": config.CHECKPOINT_FORMAT_VERSION,
                            "state_dict": model.state_dict(), "network": cfg.to_dict(),
                            "loss_net_choice": "VGG16", "style_image": "test.png",
                            "epoch": 1, "batch": 0, "step": 1}, path)

@@ -19,16 +19,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import train.main as train_main  # noqa: E402
-import utils  # noqa: E402
+import common.cli  # noqa: E402
+import train.checkpoints as train_checkpoints  # noqa: E402
 from train.dataset import FramePairDataset  # noqa: E402
+import train.loop as train_loop  # noqa: E402
+import train.main as train_main  # noqa: E402
 
 out, rank = Path(os.environ["WORKER_OUT"]), os.environ["RANK"]
 (out / f"pid{rank}").write_text(str(os.getpid()))
 saved: list[str] = []
 networks: list[torch.nn.Module] = []
 flows: list[int] = []
-save_checkpoint, network, compute = (train_main.save_checkpoint, train_main.StylizingNetwork,
+save_checkpoint, network, compute = (train_loop.save_checkpoint, train_loop.StylizingNetwork,
                                      FramePairDataset._compute)
 argv = sys.argv[1:]
 if os.environ.get("WORKER_PRIVATE_MODEL_DIR") and rank != "0":
@@ -54,11 +56,12 @@ def counted_compute(self, index: int, path: Path) -> None:
     compute(self, index, path)
 
 
-train_main.save_checkpoint, train_main.StylizingNetwork = recording_save, kept_network
+train_loop.save_checkpoint, train_loop.StylizingNetwork = recording_save, kept_network
+train_checkpoints.save_checkpoint = recording_save
 FramePairDataset._compute = counted_compute
 status = 0
 try:
-    utils.run_cli(train_main.main, argv)
+    common.cli.run_cli(train_main.main, argv)
 except SystemExit as stop:
     status = stop.code if isinstance(stop.code, int) else 1
     raise

@@ -19,7 +19,7 @@ import config
 from conftest import ROOT, TINY_NETWORK, write_video
 from network.style_network import StylizingNetwork
 from stylization import compile_cache
-from stylization import main as stylize_main
+from stylization import jobs as stylize_jobs
 from stylization.enum_class import ContentType
 from stylization.paths import Job
 from stylization.processor import Processor
@@ -63,7 +63,7 @@ def test_the_compile_key_follows_what_the_compiled_package_depends_on():
 
 def test_compile_auto_compiles_a_short_clip_once_its_shape_is_warm(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(stylize_main, "find_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.setattr(stylize_jobs, "find_compiler", lambda: "/usr/bin/g++")
     clip = write_video(tmp_path / "clip.mp4", frames=12, width=96, height=64)
     jobs = [Job(str(clip), None)]
     megapixels = 12 * 96 * 64 / 1e6
@@ -72,14 +72,14 @@ def test_compile_auto_compiles_a_short_clip_once_its_shape_is_warm(tmp_path, mon
     model = compile_cache.model_id(network(0))
     def warm(size):
         return compile_cache.is_warm(compile_cache.compile_key(model, torch.bfloat16, CPU, size, 2))
-    assert not stylize_main.compile_pays(ContentType.VIDEO, jobs, None, CPU, warm)  # cold: eager
+    assert not stylize_jobs.compile_pays(ContentType.VIDEO, jobs, None, CPU, warm)  # cold: eager
     package = compile_cache.package_path(compile_cache.compile_key(model, torch.bfloat16, CPU, (64, 96), 2))
     package.parent.mkdir(parents=True)
     package.write_bytes(b"a package")
-    assert stylize_main.compile_pays(ContentType.VIDEO, jobs, None, CPU, warm)
-    assert not stylize_main.compile_pays(ContentType.VIDEO, jobs, 48, CPU, warm)  # another size
+    assert stylize_jobs.compile_pays(ContentType.VIDEO, jobs, None, CPU, warm)
+    assert not stylize_jobs.compile_pays(ContentType.VIDEO, jobs, 48, CPU, warm)  # another size
     monkeypatch.setattr(config, "COMPILE_AUTO_WARM_MIN_MEGAPIXEL_FRAMES", megapixels * 1.1)
-    assert not stylize_main.compile_pays(ContentType.VIDEO, jobs, None, CPU, warm)  # too short even warm
+    assert not stylize_jobs.compile_pays(ContentType.VIDEO, jobs, None, CPU, warm)  # too short even warm
 
 
 # One stylisation process: compiles the tiny network of each seed given and prints whether its

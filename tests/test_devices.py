@@ -10,7 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from utils import UserError, resolve_device, resolve_precision
+from common.devices import resolve_device
+from common.errors import UserError
+from common.precision import resolve_precision
 
 
 class FakeGpus:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from common.model_files import read_checkpoint
 from conftest import ROOT, run_script, write_image
 from test_train import train_args, workspace  # noqa: F401 (workspace is a fixture)
 from train.dataset import EpochSampler
-from utils import read_checkpoint
 
 WORKER = ROOT / "tests" / "distributed_worker.py"
 

@@ -9,11 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-import utils
+from common.errors import UserError
 from conftest import run_script, tiny_checkpoint, write_image
 from network import export as E
 from network.formats import load_model
-from utils import UserError
 
 pytest.importorskip("onnxruntime")
 QUIET = {"OMP_NUM_THREADS": "1"}

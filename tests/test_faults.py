@@ -24,14 +24,15 @@ import pytest
 from PIL import Image
 
 import config
-import utils
+import common.errors
+import common.files
+from common.model_files import read_checkpoint
 from conftest import ROOT, run_script, write_image, write_video
 from stylization.sink import VideoSink, find_ffmpeg
 from test_pipeline import decode_audio
 from test_stylize import QUIET, files_in, read_video, snapshot, stylize_quietly
 from test_train import train_args, workspace  # noqa: F401 (a fixture)
 from train.dataset import UnreadableImages, allowed_unreadable
-from utils import read_checkpoint
 
 FFMPEG = find_ffmpeg()
 LONG_FRAMES = 3000  # the tiny model at 64x48 takes seconds for them: a signal lands mid-run
@@ -162,7 +163,7 @@ def fill(disk: Path, leave_bytes: int) -> None:
 
 # Runs an entry point with os.fsync failing as on a full disk (ENOSPC) for files whose name
 # holds `name`: where no disk can be mounted, this is how a full disk reaches the writers of
-# images, checkpoints and logs (they all write through utils.atomic_write, which syncs).
+# images, checkpoints and logs (they all write through common.files.atomic_write, which syncs).
 INJECT_FULL_DISK = """
 import errno, os, runpy, sys
 sys.path.insert(0, {root!r})
@@ -234,7 +235,7 @@ def test_opencv_video_writer_on_a_full_disk(tmp_path, small_disk, monkeypatch):
         monkeypatch.setattr(sink_module.cv2, "VideoWriter", _FullDiskWriter)
         monkeypatch.setattr(shutil, "disk_usage", lambda _: SimpleNamespace(free=0))
     rng = np.random.default_rng(0)
-    with pytest.warns(UserWarning, match="no FFmpeg"), pytest.raises(utils.DiskFull, match="disk is full"):
+    with pytest.warns(UserWarning, match="no FFmpeg"), pytest.raises(common.errors.DiskFull, match="disk is full"):
         with VideoSink(folder / "noise.avi", 25.0, (128, 96)) as sink:
             for _ in range(400):  # 400 frames of noise in MJPEG: several MiB
                 sink.write(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
@@ -316,18 +317,18 @@ def test_atomic_write_on_a_full_disk_raises_disk_full_and_keeps_the_old_file(tmp
         Path(tmp).write_text("half")
         raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
 
-    with pytest.raises(utils.DiskFull, match=f"cannot write {target}: the disk is full .Disk quota"):
-        utils.atomic_write(target, full)
+    with pytest.raises(common.errors.DiskFull, match=f"cannot write {target}: the disk is full .Disk quota"):
+        common.files.atomic_write(target, full)
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["m_losses.csv"]
     with pytest.raises(PermissionError):  # other errors stay what they are
-        utils.atomic_write(target, lambda tmp: (_ for _ in ()).throw(PermissionError("no")))
+        common.files.atomic_write(target, lambda tmp: (_ for _ in ()).throw(PermissionError("no")))
 
 
 def test_short_free_space_is_told_before_writing(tmp_path):
     free = shutil.disk_usage(tmp_path).free
     with pytest.warns(UserWarning, match="the disk may fill up"):
-        assert utils.warn_if_short_of_space(tmp_path, free * 2 + (1 << 30), "the checkpoints")
-    assert not utils.warn_if_short_of_space(tmp_path, 1, "the checkpoints")
+        assert common.errors.warn_if_short_of_space(tmp_path, free * 2 + (1 << 30), "the checkpoints")
+    assert not common.errors.warn_if_short_of_space(tmp_path, 1, "the checkpoints")
 
 
 # ----------------------------------------------------------------------------- training set
@@ -376,5 +377,5 @@ def test_unreadable_account_warns_once_counts_per_epoch_and_stops_past_the_share
     err = capsys.readouterr().err
     assert err.count("a.jpg") == 1 and err.count("b.jpg") == 1
     account.add([(f"{name}.jpg", "bad") for name in "cde"])  # 5 of 100: still allowed
-    with pytest.raises(utils.UserError, match="6 of the 100 training images"):
+    with pytest.raises(common.errors.UserError, match="6 of the 100 training images"):
         account.add([("f.jpg", "bad")])

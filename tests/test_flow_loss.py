@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from common.model_files import read_checkpoint
 from conftest import random_vgg_file, run_script, write_image
 from train import loss as L
 from train.dataset import FramePairDataset, successors
-from utils import read_checkpoint
 
 QUIET = {"OMP_NUM_THREADS": "1"}
 
@@ -51,7 +51,7 @@ def test_successors_follow_extract_frames_naming():
 
 
 def write_pan(folder: Path, name: str, count: int, every: int = 2) -> None:
-    """Frames of a pan across a texture, named as utils.extract_frames names them."""
+    """Frames of a pan across a texture, named as common.frames.extract_frames names them."""
     rng = np.random.default_rng(1)
     wide = cv2.GaussianBlur(rng.integers(0, 256, (48, 64 + 4 * count, 3)).astype(np.uint8), (0, 0), 5)
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,9 @@ from pathlib import Path
 import cv2
 import pytest
 
+from common.errors import UserError
+from common.frames import extract_frames
 from conftest import ROOT, run_script, write_video
-from utils import UserError, extract_frames
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import utils
+from common.errors import UserError
+import common.model_files
 from conftest import run_script, tiny_checkpoint, write_image
 from network.formats import load_model
-from utils import UserError
 
 EPS = 1e-5  # InstanceNorm2d's default, used by both projects
 
@@ -250,8 +250,8 @@ def test_stylize_refuses_an_unknown_file_in_one_line(tmp_path):
 
 def test_own_checkpoints_still_load_from_their_metadata(tmp_path):
     path = tiny_checkpoint(tmp_path / "tiny.pth.tar")
-    data = utils.read_checkpoint(path)
+    data = common.model_files.read_checkpoint(path)
     data["network"]["res_blocks"] = 2  # metadata that no longer matches the weights
-    utils.save_checkpoint(data, tmp_path / "bad.pth.tar")
+    common.model_files.save_checkpoint(data, tmp_path / "bad.pth.tar")
     assert load_model(path)(rgb(20, 20)).shape == (2, 3, 20, 20)
     assert "does not match the network it describes" in _message(tmp_path / "bad.pth.tar")

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 import config
+from common.errors import UserError
+from common.model_files import read_checkpoint
 from conftest import ROOT, random_vgg_file, write_image
 from network.formats import load_model
 from network.style_network import StylizingNetwork
 from stylization import main as stylize_main
 from train import main as train_main
-from utils import UserError, read_checkpoint
+from train.checkpoints import network_config
 
 
 @pytest.fixture
@@ -55,13 +57,13 @@ def test_the_fast_size_trains_is_recorded_and_stylises_without_a_flag(workspace)
 
 def test_the_network_size_comes_from_the_flag_or_the_resumed_checkpoint():
     default, fast = config.NETWORK_SIZES["default"], config.NETWORK_SIZES["fast"]
-    assert train_main.network_config(None, None) == default
-    assert train_main.network_config("fast", None) == fast
+    assert network_config(None, None) == default
+    assert network_config("fast", None) == fast
     resumed = {"network": fast.to_dict()}
-    assert train_main.network_config(None, resumed) == fast
-    assert train_main.network_config("fast", resumed) == fast
+    assert network_config(None, resumed) == fast
+    assert network_config("fast", resumed) == fast
     with pytest.raises(UserError, match="--network default differs from the network of the checkpoint"):
-        train_main.network_config("default", resumed)
+        network_config("default", resumed)
     assert config.network_name(fast) == "fast"
     assert config.network_name(config.NetworkConfig(channels=(8, 8))) is None
 

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 import config
+from common.errors import UserError
 from conftest import TINY_NETWORK, random_vgg_file
 from network.loss_network import LossNetwork, build_loss_network, layer_names, read_vgg_weights
 from network.style_network import ResidualBlock, StylizingNetwork
-from utils import UserError
 
 
 @pytest.mark.parametrize("height,width", [(251, 333), (1, 1), (7, 5), (64, 64), (30, 17)])

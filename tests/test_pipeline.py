@@ -14,7 +14,10 @@ import pytest
 import torch
 
 import config
+from common.images import image_to_tensor, tensor_to_array
+from common.precision import has_native_bf16_cpu
 from conftest import write_video
+from network.formats import load_model
 from stylization import sink as sink_module
 from stylization.content_source.factory import create_source
 from stylization.enum_class import ContentType
@@ -22,8 +25,6 @@ from stylization.pipeline import LatestFrame, stylize_live, stylize_stream
 from stylization.processor import Processor, stylize_precision
 from stylization.sink import VideoSink, find_ffmpeg
 from test_stylize import read_video, stylize_quietly
-from network.formats import load_model
-from utils import has_native_bf16_cpu, image_to_tensor, tensor_to_array
 
 FFMPEG = find_ffmpeg()
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="imageio-ffmpeg is not installed")

@@ -10,13 +10,14 @@ import torch
 from PIL import Image
 
 import config
+from common.model_files import save_checkpoint
+from common.precision import has_native_bf16_cpu
 from conftest import TINY_NETWORK, tiny_checkpoint, write_image
 from network.style_network import StylizingNetwork
 from stylization import main as stylize_main
 from stylization import precision_guard
 from stylization.processor import Processor
 from test_model_formats import original_state, save_original
-from utils import has_native_bf16_cpu, save_checkpoint
 
 LIMIT = config.AUTO_PRECISION_MAX_MEAN_DIFF
 native_bf16 = pytest.mark.skipif(not has_native_bf16_cpu(),
@@ -75,6 +76,20 @@ def test_the_guard_keeps_the_reduced_precision_on_a_model_that_is_fine(capsys):
     got = guarded(batch)
     assert guarded.dtype == torch.bfloat16 and 0 < guarded.precision_difference <= LIMIT
     assert all(np.array_equal(g, u) for g, u in zip(got, unguarded))
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_a_flat_batch_runs_in_float32_and_leaves_the_judgement_to_the_next(capsys):
+    torch.manual_seed(0)
+    model = StylizingNetwork(TINY_NETWORK).eval()
+    grey = [np.full((40, 56, 3), 128, np.uint8)]  # a browser camera's first frame
+    assert precision_guard.too_flat(torch.from_numpy(np.stack(grey)))
+    assert not precision_guard.too_flat(torch.from_numpy(np.stack(frames(1))))
+    guarded = Processor(model, "cpu", torch.bfloat16, guard_precision=True)
+    assert np.array_equal(guarded(grey)[0], Processor(model, "cpu")(grey)[0])  # float32's
+    assert guarded.precision_difference is None  # not judged yet
+    guarded(frames())
+    assert guarded.dtype == torch.bfloat16 and guarded.precision_difference <= LIMIT
     assert "note:" not in capsys.readouterr().out
 
 

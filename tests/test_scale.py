@@ -12,14 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
+from common.errors import fail
 from conftest import ROOT, TINY_NETWORK, run_script, tiny_checkpoint, write_image
 from network import examples_network, original_network
 from network.fast_inference import for_inference
 from network.formats import RangeAdapter, load_model
 from network.tiling import TiledNetwork, axis_weights, plan_axis, receptive_radius
-from stylization.main import ModelSwitch
+from stylization.jobs import ModelSwitch
 from stylization.processor import Processor
-from utils import fail
 
 QUIET = {"OMP_NUM_THREADS": "1"}
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-import utils
-from network.formats import load_model
+import common.images
 from conftest import ROOT, run_script, write_image
+from network.formats import load_model
 
 SHIPPED = sorted((ROOT / "trained_models").glob("*.pth.tar"))
 MAX_BYTES = 1 << 20  # a shipped model stays at most 1 MB: the repository is cloned by every user
@@ -22,7 +22,7 @@ def test_the_quickstart_model_ships():
 def test_shipped_model_stylises_a_small_input(tmp_path, path):
     assert path.stat().st_size <= MAX_BYTES
     model = load_model(path)
-    image = utils.image_to_tensor(Image.open(write_image(tmp_path / "in.png", 64, 64))).unsqueeze(0)
+    image = common.images.image_to_tensor(Image.open(write_image(tmp_path / "in.png", 64, 64))).unsqueeze(0)
     with torch.no_grad():
         out = model(image)
     assert out.shape == (1, 3, 64, 64) and out.dtype == torch.float32

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import UserError
 from conftest import run_script, write_video
+from flow import FLO_MAGIC, is_scene_cut, read_flo, valid_flow_mask
 from stylization.stability import WarpErrorMeter, score_videos
-from flow import is_scene_cut, read_flo, valid_flow_mask, write_flo
-from utils import UserError
 
 QUIET = {"OMP_NUM_THREADS": "1"}
 
@@ -96,6 +96,14 @@ def test_scene_cuts_are_detected_and_skipped():
     assert not is_scene_cut(frames[0], np.clip(frames[0] * 0.6 + 40, 0, 255).astype(np.uint8))
     result = meter_result([*frames, other], [*frames, other])
     assert (result.pairs, result.cuts) == (2, 1)
+
+
+def write_flo(path: Path, flow: np.ndarray) -> Path:
+    """A Middlebury .flo file, as optical-flow tools write them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = flow.shape[:2]
+    path.write_bytes(struct.pack("<fii", FLO_MAGIC, width, height) + np.ascontiguousarray(flow, "<f4").tobytes())
+    return path
 
 
 def test_reads_a_flo_file_written_by_hand(tmp_path):

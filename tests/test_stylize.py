@@ -16,20 +16,23 @@ import torch
 from PIL import Image
 
 import config
-from conftest import ROOT, random_vgg_file, run_script, write_image, write_video
+from common.images import image_to_tensor, tensor_to_array
+from conftest import ROOT, random_vgg_file, run_entry, run_script, write_image, write_video
+from network.formats import load_model
 from stylization.content_source.factory import create_source
 from stylization.enum_class import ContentType
 from stylization.processor import Processor
 from stylization.sink import VideoSink
-from network.formats import load_model
-from utils import image_to_tensor, tensor_to_array
 
 # Tiny frames gain nothing from threads, and spinning threads crawl on a busy 2-core machine.
 QUIET = {"OMP_NUM_THREADS": "1"}
 
 
 def stylize(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return run_script("stylize.py", *args, env={**QUIET, **(env or {})})
+    """stylize.py in this process, or in one of its own where the test sets its environment."""
+    if env is None:
+        return run_entry("stylize.py", *args)
+    return run_script("stylize.py", *args, env={**QUIET, **env})
 
 
 def stylize_quietly(tiny_model: Path, out: Path, *args: str, **kw) -> subprocess.CompletedProcess:
@@ -438,21 +441,21 @@ def test_real_time_on_a_virtual_display(tmp_path, tiny_model, sample_video, virt
 
 
 def test_compile_auto_compiles_only_videos_on_a_cpu_with_enough_pixels(tmp_path, monkeypatch):
-    from stylization import main as stylize_main
+    from stylization import jobs as stylize_jobs
     from stylization.paths import Job
 
     clip = write_video(tmp_path / "clip.mp4", frames=12, width=96, height=64)
     jobs = [Job(str(clip), None), Job(str(tmp_path / "missing.mp4"), None)]  # the bad one is skipped
     cpu, video = torch.device("cpu"), ContentType.VIDEO
     megapixels = 12 * 96 * 64 / 1e6
-    monkeypatch.setattr(stylize_main, "find_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.setattr(stylize_jobs, "find_compiler", lambda: "/usr/bin/g++")
     monkeypatch.setattr(config, "COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES", megapixels * 0.9)
-    assert stylize_main.compile_pays(video, jobs, None, cpu)
-    assert not stylize_main.compile_pays(video, jobs, 48, cpu)  # --max_size shrinks the work
-    assert not stylize_main.compile_pays(ContentType.IMAGE, jobs, None, cpu)
-    assert not stylize_main.compile_pays(video, jobs, None, torch.device("cuda"))  # not measured
+    assert stylize_jobs.compile_pays(video, jobs, None, cpu)
+    assert not stylize_jobs.compile_pays(video, jobs, 48, cpu)  # --max_size shrinks the work
+    assert not stylize_jobs.compile_pays(ContentType.IMAGE, jobs, None, cpu)
+    assert not stylize_jobs.compile_pays(video, jobs, None, torch.device("cuda"))  # not measured
     monkeypatch.setattr(config, "COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES", megapixels * 1.1)
-    assert not stylize_main.compile_pays(video, jobs, None, cpu)
+    assert not stylize_jobs.compile_pays(video, jobs, None, cpu)
     monkeypatch.setattr(config, "COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES", 0)
-    monkeypatch.setattr(stylize_main, "find_compiler", lambda: None)
-    assert not stylize_main.compile_pays(video, jobs, None, cpu)
+    monkeypatch.setattr(stylize_jobs, "find_compiler", lambda: None)
+    assert not stylize_jobs.compile_pays(video, jobs, None, cpu)

@@ -17,14 +17,16 @@ import torch
 import torch.nn.functional as F
 
 import config
-from conftest import (MEDIA, ROOT, STAND_IN_VGG, TINY_NETWORK, random_vgg_file, run_script,
+from conftest import (MEDIA, ROOT, STAND_IN_VGG, TINY_NETWORK, random_vgg_file, run_entry, run_script,
                       write_image, write_video)
+from common.cli import str2bool
+from common.frames import extract_frames
+from common.model_files import read_checkpoint
 from network.loss_network import build_loss_network
 from network.style_network import StylizingNetwork
 from train import loss as L
 from train.dataset import load_style_image
-from train.main import loss_layers, training_step
-from utils import extract_frames, read_checkpoint, str2bool
+from train.step import Objective, loss_layers, training_step
 
 
 @pytest.fixture
@@ -95,7 +97,7 @@ def test_train_stylize_and_resume(workspace):
 
 
 def test_load_model_without_a_checkpoint_starts_fresh(workspace):
-    result = run_script("train.py", *train_args(workspace, "--load_model", "True", "--save_freq", "100"))
+    result = run_entry("train.py", *train_args(workspace, "--load_model", "True", "--save_freq", "100"))
     assert result.returncode == 0, result.stderr
     assert "no checkpoint of m.pth.tar" in result.stdout
     assert read_checkpoint(workspace / "models" / "m.pth.tar")["step"] == 3
@@ -104,7 +106,7 @@ def test_load_model_without_a_checkpoint_starts_fresh(workspace):
 def test_a_fresh_run_never_overwrites_a_trained_model(workspace):
     (workspace / "models").mkdir()
     (workspace / "models" / "m.pth.tar").write_bytes(b"precious")
-    result = run_script("train.py", *train_args(workspace))
+    result = run_entry("train.py", *train_args(workspace))
     assert result.returncode == 2
     assert "--load_model True" in result.stderr and "Traceback" not in result.stderr
     assert (workspace / "models" / "m.pth.tar").read_bytes() == b"precious"
@@ -115,7 +117,7 @@ def test_cuda_request_without_cuda_falls_back_to_cpu(workspace):
         pytest.skip("this machine has CUDA")
     args = train_args(workspace, "--save_model", "False")
     args[args.index("--device") + 1] = "cuda"
-    result = run_script("train.py", *args)
+    result = run_entry("train.py", *args)
     assert result.returncode == 0, result.stderr
     assert "CUDA was requested but is not available" in result.stderr
 
@@ -199,7 +201,7 @@ def test_kill_9_loses_at_most_the_batches_since_the_last_save(workspace):
 
 def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_that_loads(workspace):
     models = workspace / "models"
-    assert run_script("train.py", *train_args(workspace, "--save_freq", "1")).returncode == 0
+    assert run_entry("train.py", *train_args(workspace, "--save_freq", "1")).returncode == 0
     damaged = ["m.pth.tar", "m_epoch1.pth.tar", "m_step0000003.pth.tar"]  # all at step 3
 
     def truncate(names: list[str]) -> None:
@@ -207,7 +209,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_that_loads(worksp
             (models / name).write_bytes((models / name).read_bytes()[:3000])
 
     truncate(damaged)
-    result = run_script("train.py", *train_args(workspace, "--save_freq", "1", "--load_model", "True"))
+    result = run_entry("train.py", *train_args(workspace, "--save_freq", "1", "--load_model", "True"))
     assert result.returncode == 0, result.stderr
     skipped = [line for line in result.stderr.splitlines() if "skipping a damaged checkpoint" in line]
     named = [name for line in skipped for name in damaged if f"{models / name} " in line]
@@ -217,7 +219,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_that_loads(worksp
 
     truncate(sorted(p.name for p in models.iterdir()))
     before = {p: p.read_bytes() for p in models.iterdir()}
-    result = run_script("train.py", *train_args(workspace, "--load_model", "True"))
+    result = run_entry("train.py", *train_args(workspace, "--load_model", "True"))
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "none of the 5 checkpoint(s)" in errors[0], result.stderr
@@ -234,8 +236,8 @@ def test_gradients_reach_only_the_stylizing_network(tmp_path):
     grams = [L.gram_matrix(f) for f in loss_net(style, layers["style"]).values()]
     weights = {"content": 1.0, "style": 1.0, "regu": 1.0, "noise": 1.0, "flow": 1.0}
     pattern = L.make_noise_pattern(32, 32, 20, 100, torch.Generator().manual_seed(0))
-    total, terms, shown = training_step(model, loss_net, torch.rand(2, 3, 32, 32), grams, weights,
-                                        pattern, layers)
+    total, terms, shown = training_step(model, loss_net, torch.rand(2, 3, 32, 32),
+                                        Objective(grams, layers, weights, noise_pattern=pattern))
     total.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     assert all(p.grad is None for p in loss_net.parameters())
@@ -255,11 +257,11 @@ def test_loss_downscale_judges_block_means_of_output_input_and_style(tmp_path):
     weights = {"content": 1.0, "style": 1.0, "regu": 1.0, "noise": 0.0, "flow": 0.0}
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        _, terms, shown = training_step(model, loss_net, images, grams, weights, None, layers,
-                                        loss_downscale=2)
+        _, terms, shown = training_step(model, loss_net, images,
+                                        Objective(grams, layers, weights, loss_downscale=2))
         seen, seen_in = F.avg_pool2d(shown["output"], 2), F.avg_pool2d(images, 2)
         features, targets = loss_net(seen), loss_net(seen_in, layers["content"])
-        _, whole, _ = training_step(model, loss_net, images, grams, weights, None, layers)
+        _, whole, _ = training_step(model, loss_net, images, Objective(grams, layers, weights))
     assert torch.allclose(terms["content"], L.content_loss(features["relu2_2"], targets["relu2_2"]))
     assert torch.allclose(terms["style"], L.style_loss([features[n] for n in layers["style"]], grams))
     assert not torch.allclose(terms["content"], whole["content"])  # it judged other pictures
@@ -361,7 +363,7 @@ BAD_TRAIN_CASES = ["missing content_dir", "content_dir is a file", "content_dir 
 def test_bad_training_input_is_one_line_and_writes_nothing(workspace, case):
     args, message = _bad_train_inputs(workspace)[case]
     before = {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file()}
-    result = run_script("train.py", *args)
+    result = run_entry("train.py", *args)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
@@ -371,7 +373,7 @@ def test_bad_training_input_is_one_line_and_writes_nothing(workspace, case):
 
 
 def test_bf16_training_runs_and_records_its_precision(workspace):
-    result = run_script("train.py", *train_args(workspace, "--precision", "bf16", "--save_freq", "100"))
+    result = run_entry("train.py", *train_args(workspace, "--precision", "bf16", "--save_freq", "100"))
     assert result.returncode == 0, result.stderr
     assert "in bf16" in result.stdout
     assert "img/s" in result.stderr or "s/img" in result.stderr  # the progress bar counts images
@@ -382,7 +384,7 @@ def test_bf16_training_runs_and_records_its_precision(workspace):
 
 
 def test_loss_downscale_trains_and_is_recorded(workspace):
-    result = run_script("train.py", *train_args(workspace, "--loss_downscale", "2", "--save_freq", "100"))
+    result = run_entry("train.py", *train_args(workspace, "--loss_downscale", "2", "--save_freq", "100"))
     assert result.returncode == 0, result.stderr
     assert read_checkpoint(workspace / "models" / "m.pth.tar")["loss_downscale"] == 2
     # the style image as the loss saw it: --style_size 64, halved
@@ -396,7 +398,7 @@ def test_content_layers_replace_the_loss_networks_default_ones():
 
 
 def test_style_layer_weights_and_content_layers_reach_the_loss_and_the_checkpoint(workspace):
-    result = run_script("train.py", *train_args(workspace, "--style_layer_weights", "0", "0", "0", "0",
+    result = run_entry("train.py", *train_args(workspace, "--style_layer_weights", "0", "0", "0", "0",
                                                 "--content_layers", "relu3_3", "relu5_1"))
     assert result.returncode == 0, result.stderr
     checkpoint = read_checkpoint(workspace / "models" / "m.pth.tar")
@@ -408,12 +410,13 @@ def test_style_layer_weights_and_content_layers_reach_the_loss_and_the_checkpoin
 
 
 def test_compiled_training_saves_plain_state_dict_keys(workspace, monkeypatch):
+    import train.loop as train_loop
     import train.main as train_main
 
     # The eager backend goes through the same compiled wrappers without minutes of C++ compiling.
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda module: compile_(module, backend="eager"))
-    monkeypatch.setattr(train_main.StopFlag, "install", lambda self: None)  # leave pytest's Ctrl-C alone
+    monkeypatch.setattr(train_loop.StopFlag, "install", lambda self: None)  # leave pytest's Ctrl-C alone
     train_main.main(train_args(workspace, "--compile", "True", "--precision", "fp32"))
     keys = read_checkpoint(workspace / "models" / "m.pth.tar")["state_dict"].keys()
     assert keys == StylizingNetwork().state_dict().keys()

@@ -7,14 +7,15 @@ import pytest
 import torch
 
 import config
-import utils
 from benchmarks.train_speed import straightforward_step, unfrozen_loss_network
+from common.errors import UserError
+import common.precision
+from common.precision import resolve_precision
 from conftest import TINY_NETWORK, random_vgg_file
 from network.loss_network import build_loss_network
 from network.style_network import StylizingNetwork
 from train import loss as L
-from train.main import style_targets, training_step
-from utils import UserError, resolve_precision
+from train.step import Objective, style_targets, training_step
 
 
 def test_fast_step_and_straightforward_step_give_the_same_loss(tmp_path):
@@ -27,8 +28,8 @@ def test_fast_step_and_straightforward_step_give_the_same_loss(tmp_path):
     pattern = L.make_noise_pattern(32, 32, 60, 200, torch.Generator().manual_seed(0))
     weights = {"content": 10.0, "style": 100.0, "regu": 1e-2, "noise": 1.0, "flow": 0.0}
 
-    fast, fast_terms, _ = training_step(model, loss_net, images, style_targets(loss_net, style, layers),
-                                        weights, pattern, layers)
+    objective = Objective(style_targets(loss_net, style, layers), layers, weights, noise_pattern=pattern)
+    fast, fast_terms, _ = training_step(model, loss_net, images, objective)
     slow, slow_terms = straightforward_step(model, unfrozen_loss_network(vgg, torch.device("cpu")),
                                             images, style, weights, pattern, layers)
     assert fast.item() == pytest.approx(slow.item(), rel=1e-4)
@@ -49,7 +50,7 @@ def test_the_straightforward_step_really_trains_the_loss_network_too(tmp_path):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_precision_on_the_cpu(monkeypatch, native):
-    monkeypatch.setattr(utils, "has_native_bf16_cpu", lambda: native)
+    monkeypatch.setattr(common.precision, "has_native_bf16_cpu", lambda: native)
     cpu = torch.device("cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -74,17 +75,17 @@ def test_precision_on_cuda_is_fp16_by_default(monkeypatch):
 
 def test_precision_names_round_trip():
     for name in config.PRECISIONS:
-        assert utils.precision_name(None if name == "fp32" else getattr(torch, config.PRECISIONS[name])) == name
+        assert common.precision.precision_name(None if name == "fp32" else getattr(torch, config.PRECISIONS[name])) == name
     with pytest.raises(UserError, match="unknown precision"):
         resolve_precision("fp8", torch.device("cpu"))
 
 
 def test_autocast_follows_the_precision():
     x = torch.rand(2, 4)
-    with utils.autocast(torch.device("cpu"), torch.bfloat16):
+    with common.precision.autocast(torch.device("cpu"), torch.bfloat16):
         assert (x @ x.T).dtype == torch.bfloat16
         assert L.gram_matrix(x.view(1, 2, 2, 2)).dtype == torch.float32  # Grams stay float32
-    with utils.autocast(torch.device("cpu"), None):
+    with common.precision.autocast(torch.device("cpu"), None):
         assert (x @ x.T).dtype == torch.float32
 
 

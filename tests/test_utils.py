@@ -12,10 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-import utils
+import common.devices
+from common.errors import UserError
+import common.files
+import common.images
+import common.model_files
 from conftest import ROOT, run_script, tiny_checkpoint
 from network.formats import load_model
-from utils import UserError
 
 
 def gradient(width: int = 6, height: int = 4) -> np.ndarray:
@@ -33,7 +36,7 @@ def test_load_image_gives_rgb_for_every_mode(tmp_path, mode):
         image = rgb.convert(mode)
         path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
     image.save(path)
-    loaded = utils.load_image(path)
+    loaded = common.images.load_image(path)
     assert loaded.mode == "RGB" and loaded.size == (6, 4)
     if mode == "I;16":  # 16-bit scaled to 8 bits, not clipped to white
         assert np.abs(np.asarray(loaded)[..., 0].astype(int) - np.asarray(rgb.convert("L"))).max() <= 1
@@ -44,7 +47,7 @@ def test_load_image_applies_exif_rotation(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
     image.save(tmp_path / "rot.jpg", exif=exif)
-    assert utils.load_image(tmp_path / "rot.jpg").size == (4, 6)
+    assert common.images.load_image(tmp_path / "rot.jpg").size == (4, 6)
 
 
 def test_load_image_errors(tmp_path):
@@ -56,18 +59,18 @@ def test_load_image_errors(tmp_path):
                           (tmp_path / "text.png", "not a readable image"),
                           (tmp_path / "cut.jpg", "not a readable image")]:
         with pytest.raises(UserError, match=message):
-            utils.load_image(path)
+            common.images.load_image(path)
 
 
 def test_fit_within_scales_down_only():
-    assert utils.fit_within(1000, 500, 100) == (100, 50)
-    assert utils.fit_within(50, 20, 100) == (50, 20)
-    assert utils.fit_within(333, 251, None) == (333, 251)
+    assert common.images.fit_within(1000, 500, 100) == (100, 50)
+    assert common.images.fit_within(50, 20, 100) == (50, 20)
+    assert common.images.fit_within(333, 251, None) == (333, 251)
 
 
 def test_tensor_conversions_round_trip():
     array = gradient(5, 3)
-    assert np.array_equal(utils.tensor_to_array(utils.image_to_tensor(array)), array)
+    assert np.array_equal(common.images.tensor_to_array(common.images.image_to_tensor(array)), array)
 
 
 def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
@@ -79,21 +82,21 @@ def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
         raise RuntimeError("killed mid-write")
 
     with pytest.raises(RuntimeError):
-        utils.atomic_write(target, broken)
+        common.files.atomic_write(target, broken)
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["out.bin"]  # no temporary file left behind
-    utils.atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"new"))
+    common.files.atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"new"))
     assert target.read_bytes() == b"new"
 
 
 def test_killed_writer_never_leaves_a_broken_file(tmp_path):
     target = tmp_path / "model.pth.tar"
-    utils.save_checkpoint({"step": 1}, target)
-    code = ("import sys, os, signal; sys.path.insert(0, %r); import utils\n"
+    common.model_files.save_checkpoint({"step": 1}, target)
+    code = ("import sys, os, signal; sys.path.insert(0, %r); import common.files\n"
             "def write(tmp):\n    open(tmp, 'wb').write(b'partial'); os.kill(os.getpid(), signal.SIGKILL)\n"
-            "utils.atomic_write(%r, write)\n") % (str(ROOT), str(target))
+            "common.files.atomic_write(%r, write)\n") % (str(ROOT), str(target))
     assert subprocess.run([sys.executable, "-c", code]).returncode == -9
-    assert utils.read_checkpoint(target) == {"step": 1}
+    assert common.model_files.read_checkpoint(target) == {"step": 1}
 
 
 class _Exploit:
@@ -110,7 +113,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     with open(path, "wb") as handle:
         pickle.dump({"state_dict": _Exploit(marker)}, handle)
     with pytest.raises(UserError, match="not a loadable checkpoint"):
-        utils.read_checkpoint(path)
+        common.model_files.read_checkpoint(path)
     assert not marker.exists()
     result = run_script("stylize.py", "--content_type", "image", "--source", str(path),
                         "--model_path", str(path), "--real_time", "False",
@@ -121,12 +124,12 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
 
 def test_finalized_model_is_smaller_and_stylises_the_same(tmp_path):
     full = tiny_checkpoint(tmp_path / "full.pth.tar")
-    data = utils.read_checkpoint(full)
+    data = common.model_files.read_checkpoint(full)
     data["optimizer"] = {"state": {}, "param_groups": []}
-    utils.save_checkpoint(data, full)
+    common.model_files.save_checkpoint(data, full)
     result = run_script("utils.py", "finalize-model", str(full), str(tmp_path / "slim.pth.tar"))
     assert result.returncode == 0, result.stderr
-    slim = utils.read_checkpoint(tmp_path / "slim.pth.tar")
+    slim = common.model_files.read_checkpoint(tmp_path / "slim.pth.tar")
     assert "optimizer" not in slim
     assert all(v.dtype == torch.float16 for v in slim["state_dict"].values() if v.is_floating_point())
     x = torch.rand(1, 3, 20, 24)
@@ -140,9 +143,12 @@ def test_finalized_model_is_smaller_and_stylises_the_same(tmp_path):
 FAULTS_SCRIPT = """
 import resource, sys, torch
 sys.path.insert(0, {root!r})
-import utils
+import common.devices
+import common.files
+import common.images
+import common.model_files
 if sys.argv[1] == "keep":
-    utils.keep_freed_memory()
+    common.devices.keep_freed_memory()
 for _ in range(12):  # while the heap grows to its working size, pages are new either way
     torch.empty(16 << 20).fill_(1)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -164,20 +170,6 @@ def test_keep_freed_memory_stops_the_page_faults_of_every_new_frame():
 
 
 def test_compile_without_a_compiler_is_refused_in_one_line(monkeypatch):
-    monkeypatch.setattr(utils.shutil, "which", lambda name: None)
+    monkeypatch.setattr(common.devices.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="needs a C.. compiler"):
-        utils.check_compiler()
-
-
-def test_utils_imports_no_module_of_the_project_but_config():
-    """utils sits at the bottom of the house: every module may import it, so it may import
-    none of them (config excepted), or an import circle follows."""
-    import ast
-
-    project = {p.stem for p in ROOT.glob("*.py")} | {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
-    tree = ast.parse((ROOT / "utils.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported & project <= {"config", "utils"}, imported & project
+        common.devices.check_compiler()

@@ -16,9 +16,10 @@ from torch.utils.data import Dataset, Sampler, default_collate
 from tqdm import tqdm
 
 import config
+from common.errors import fail, UserError
+from common.files import atomic_write, list_files
+from common.images import center_crop_resize, decode_image, IMAGE_READ_ERRORS, image_to_tensor, load_image, tensor_to_array
 from flow import flow_to_tensor, is_scene_cut, optical_flow, valid_flow_mask
-from utils import (IMAGE_READ_ERRORS, UserError, atomic_write, center_crop_resize, decode_image, fail,
-                   image_to_tensor, list_files, load_image, tensor_to_array)
 
 
 class UnreadableImage(UserError):
@@ -142,13 +143,24 @@ class UnreadableImages:
 
 def load_style_image(path: str | Path, style_size: int | None, downscale: int = 1) -> torch.Tensor:
     """The style image as 1 x 3 x H x W in [0, 1], its longer side scaled to style_size (0 or
-    None: its own), then divided by downscale (--loss_downscale: the loss sees the style as
-    it sees the pictures, so the strokes keep their size at the network's resolution)."""
+    None: its own, at most config.STYLE_SIDE["max"]), then divided by downscale
+    (--loss_downscale: the loss sees the style as it sees the pictures, so the strokes keep
+    their size at the network's resolution). Grey and transparent images train as RGB (load_image);
+    one too small for the loss network's deepest layer is refused."""
     image = load_image(path)
+    longest = max(image.size)
+    if not style_size and longest > config.STYLE_SIDE["max"]:
+        warnings.warn(f"the style image {path} is {image.width}x{image.height}: using it at "
+                      f"{config.STYLE_SIDE['max']} pixels on its longer side (--style_size sets this)",
+                      stacklevel=2)
+        style_size = config.STYLE_SIDE["max"]
     if style_size or downscale > 1:
-        scale = round((style_size or max(image.size)) / downscale) / max(image.size)
+        scale = round((style_size or longest) / downscale) / longest
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                              resample=Image.Resampling.BICUBIC)
+    if min(image.size) < config.STYLE_SIDE["min"]:
+        fail(f"the style image {path} is {image.width}x{image.height} pixels as the loss sees it: at least "
+             f"{config.STYLE_SIDE['min']} are needed on each side; give a larger image or --style_size")
     return image_to_tensor(image).unsqueeze(0)
 
 
@@ -177,13 +189,13 @@ class EpochSampler(Sampler[int]):
         return iter(self.order)
 
 
-FRAME_NAME = re.compile(r"^(?P<video>.+)_(?P<index>\d+)$")  # utils.extract_frames' naming
+FRAME_NAME = re.compile(r"^(?P<video>.+)_(?P<index>\d+)$")  # common.frames.extract_frames' naming
 
 
 def successors(files: list[Path]) -> list[int | None]:
     """For each file, the index of the next extracted frame of the same video, or None.
 
-    Frames are <video name>_<frame number>.<ext> (utils.extract_frames); the next one is the
+    Frames are <video name>_<frame number>.<ext> (common.frames.extract_frames); the next one is the
     same video's file with the next larger number in the same folder. Photos and each
     video's last frame have none.
     """
@@ -215,7 +227,8 @@ class FramePairDataset(ContentDataset):
     """
 
     def __init__(self, root: str | Path, img_size: int, cache_dir: str | Path,
-                 method: str = config.FLOW_METHOD):
+                 method: str | None = None):
+        method = config.FLOW_METHOD if method is None else method
         super().__init__(root, img_size)
         self.next = successors(self.files)
         self.cache_dir = Path(cache_dir)

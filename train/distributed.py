@@ -23,7 +23,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import config
-from utils import Place, UserError, fail, local_gpu, torchrun_place
+from common.devices import local_gpu, Place, torchrun_place
+from common.errors import fail, UserError
 
 T = TypeVar("T")
 

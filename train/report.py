@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from utils import atomic_write
+from common.files import atomic_write
 
 
 class LossLog:

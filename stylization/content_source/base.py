@@ -10,7 +10,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from utils import fit_within
+from common.images import fit_within
 
 Frame = tuple[int, np.ndarray]  # (index from 0, RGB uint8 HxWx3)
 

@@ -6,8 +6,8 @@ from typing import Iterator
 
 import numpy as np
 
+from common.images import load_image
 from stylization.content_source.base import ContentSource, Frame, scale_within
-from utils import load_image
 
 
 class ImageSource(ContentSource):

@@ -9,8 +9,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from common.errors import fail
 from stylization.content_source.base import ContentSource, Frame, scale_to, scale_within
-from utils import fail
 
 FALLBACK_FPS = 30.0  # used when a container or camera reports no frame rate
 

@@ -1,0 +1,107 @@
+"""Frames/s of the web page's live camera against stylize.py's webcam path, on the same frames,
+model and machine, in one run.
+
+    python benchmarks/web_live_speed.py --model trained_models/mosaic_fast.pth.tar \\
+        --video ../shared/media/video/bikes.mp4 --seconds 20
+
+The page: `python app.py` serving, headless Chromium (Debian's chromium package, driven by
+Playwright) with its fake camera playing the clip at 640x360 and 30 frames/s, the Live camera
+tab running the model; the rate is stylised frames drawn on the page per second, counted after
+a warm-up. stylize.py's webcam path: benchmarks/stylize_speed.live_rate (stylize_live and the
+Processor stylize.py builds for a camera, fed the same frames at 30 frames/s, no window).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.stylize_speed import live_rate  # noqa: E402
+from common.devices import keep_freed_memory  # noqa: E402
+from stylization.sink import find_ffmpeg  # noqa: E402
+
+FPS = 30
+
+
+def camera_clip(video: Path, folder: Path, seconds: float) -> tuple[Path, Path]:
+    """The clip at 640x360 and FPS frames/s: as MP4 for live_rate, as Y4M for Chromium."""
+    mp4, y4m = folder / "camera.mp4", folder / "camera.y4m"
+    scale = ["-vf", f"scale=640:360,fps={FPS}", "-t", str(seconds)]
+    subprocess.run([find_ffmpeg(), "-v", "error", "-stream_loop", "-1", "-i", str(video), *scale,
+                    "-c:v", "libx264", "-an", str(mp4)], check=True)
+    subprocess.run([find_ffmpeg(), "-v", "error", "-i", str(mp4), "-pix_fmt", "yuv420p", str(y4m)], check=True)
+    return mp4, y4m
+
+
+def page_rate(model: Path, y4m: Path, seconds: float, warmup: float) -> float:
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as models, socket.socket() as probe:
+        shutil.copy(model, Path(models) / model.name)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--models_dir",
+                                   models, "--open_browser", "False"], stdout=subprocess.PIPE, text=True)
+        server.stdout.readline()
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=[
+                    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                    f"--use-file-for-fake-video-capture={y4m}"])
+                page = browser.new_page()
+                for _ in range(100):
+                    try:
+                        page.goto(f"http://127.0.0.1:{port}/")
+                        break
+                    except Exception:  # noqa: BLE001 - the server is still starting
+                        time.sleep(0.2)
+                page.wait_for_selector(".style img")
+                page.click("button.tab[data-tab='live']")
+                page.click("#live-start")
+                count = "Number(document.getElementById('live-out').dataset.frames || 0)"
+                page.wait_for_function(f"{count} > 0", timeout=60000)
+                time.sleep(warmup)
+                first, start = page.evaluate(count), time.perf_counter()
+                time.sleep(seconds)
+                frames, elapsed = page.evaluate(count) - first, time.perf_counter() - start
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait()
+    return frames / elapsed
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(ROOT / "trained_models" / "mosaic_fast.pth.tar"))
+    p.add_argument("--video", required=True, help="a clip to play as the camera")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long each is measured")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds left out first on the page")
+    args = p.parse_args()
+    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
+        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
+    with tempfile.TemporaryDirectory() as folder:
+        mp4, y4m = camera_clip(Path(args.video), Path(folder), args.seconds + args.warmup + 10)
+        web = page_rate(Path(args.model), y4m, args.seconds, args.warmup)
+        keep_freed_memory()
+        import torch
+        shown, _ = live_rate(mp4, Path(args.model), torch.device("cpu"), FPS, args.seconds)
+    print(f"\n{cpu}, 640x360 camera at {FPS} frames/s, {Path(args.model).name}, {args.seconds:g} s each\n")
+    print("| path | frames/s shown |")
+    print("| :-- | --: |")
+    print(f"| stylize.py --content_type webcam (stylize_live) | {shown:.1f} |")
+    print(f"| the page's Live camera (app.py, headless Chromium) | {web:.1f} |")
+    print(f"\npage / stylize.py: {web / shown:.2f}")
+
+
+if __name__ == "__main__":
+    main()

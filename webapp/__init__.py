@@ -1,0 +1,1 @@
+"""The local web page (python app.py): its server and static files."""
