@@ -33,7 +33,7 @@ from stylization.content_source.base import scale_within
 from stylization.pacing import SizePacer
 from stylization.paths import Job, Sheet, find_inputs, find_models, model_labels, plan_outputs
 from stylization.pipeline import stylize_live, stylize_stream
-from stylization.processor import Processor, default_batch_size, stylize_precision
+from stylization.processor import Processor, build_processor, default_batch_size, stylize_precision
 from stylization.sink import (Display, ImageSink, VideoSink, display_available,
                               write_contact_sheet)
 from common.devices import find_compiler, keep_freed_memory, resolve_device
@@ -344,9 +344,8 @@ def build_processors(args: StylizeSettings, models: list[torch.nn.Module], jobs:
         if compiled:
             notes.append("compiling the network for these videos (--compile auto): the first "
                          "frames wait for the compiler")
-    return [Processor(model, device, dtype, channels_last=config.STYLIZE_CHANNELS_LAST,
-                      compile=compiled, batch_size=batch_size, guard_precision=args.precision == "auto",
-                      tile_budget=args.tile_budget or None) for model in models]
+    return [build_processor(model, device, args.precision, batch_size, args.tile_budget, compiled)
+            for model in models]
 
 
 def run(args: StylizeSettings) -> int:

@@ -238,3 +238,13 @@ class Processor:
                 result = (self._compiled if self.compiled else self._eager)(batch)
             result = result.cpu().numpy()
         return list(result[:count])
+
+
+def build_processor(model: torch.nn.Module, device: torch.device, precision: str, batch_size: int | None,
+                    tile_budget: float | None, compile: bool = False) -> Processor:
+    """The Processor stylize.py runs a model with: --precision by name (auto: with its guard),
+    --batch_size (None: the device's), --tile_budget (0 or None: never tile), --compile."""
+    return Processor(model, device, stylize_precision(precision, device),
+                     channels_last=config.STYLIZE_CHANNELS_LAST, compile=compile,
+                     batch_size=batch_size or default_batch_size(device),
+                     guard_precision=precision == "auto", tile_budget=tile_budget or None)

@@ -29,7 +29,7 @@ from stylization.blend import Look
 from stylization.content_source.base import scale_within
 from stylization.content_source.video import VideoSource
 from stylization.pipeline import stylize_stream
-from stylization.processor import Processor, default_batch_size, stylize_precision
+from stylization.processor import build_processor
 from stylization.sink import VideoSink
 
 # (frames done, frames in all or None) after each batch of a video
@@ -59,12 +59,9 @@ class Stylizer:
         self.options = options or StyleOptions()
         self.device = resolve_device(device)
         self.model_path = Path(model_path)
-        self.processor = Processor(load_model(model_path, self.device), self.device,
-                                   stylize_precision(self.options.precision, self.device),
-                                   channels_last=config.STYLIZE_CHANNELS_LAST,
-                                   batch_size=self.options.batch_size or default_batch_size(self.device),
-                                   guard_precision=self.options.precision == "auto",
-                                   tile_budget=self.options.tile_budget or None)
+        self.processor = build_processor(load_model(model_path, self.device), self.device,
+                                         self.options.precision, self.options.batch_size,
+                                         self.options.tile_budget)
 
     def image(self, picture: np.ndarray | Image.Image, options: StyleOptions | None = None,
               ) -> np.ndarray | Image.Image:
