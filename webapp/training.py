@@ -38,11 +38,19 @@ class TrainJob:
     def out_dir(self) -> Path:
         return self.folder / "out"
 
-    def status(self) -> dict:
+    @property
+    def losses(self) -> Path:
+        return self.out_dir / f"{self.name}_losses.png"
+
+    def latest_sample(self) -> Path | None:
+        """The newest sample picture the run wrote (train.py names them <name>_..._s<step>.jpg)."""
         samples = sorted(self.out_dir.glob(f"{self.name}_*_s*.jpg"), key=lambda p: p.stat().st_mtime)
+        return samples[-1] if samples else None
+
+    def status(self) -> dict:
         return {"state": self.state, "name": self.name, "seconds_left": self.seconds_left,
                 "error": self.error, "minutes": self.minutes,
-                "has_sample": bool(samples), "has_losses": (self.out_dir / f"{self.name}_losses.png").exists()}
+                "has_sample": self.latest_sample() is not None, "has_losses": self.losses.exists()}
 
 
 class TrainingBoard:
@@ -151,10 +159,9 @@ class TrainingBoard:
     def picture(self, job_id: str, which: str) -> Path:
         job = self.get(job_id)
         if which == "losses":
-            path = job.out_dir / f"{job.name}_losses.png"
+            path = job.losses
         elif which == "sample":
-            samples = sorted(job.out_dir.glob(f"{job.name}_*_s*.jpg"), key=lambda p: p.stat().st_mtime)
-            path = samples[-1] if samples else job.out_dir / "none"
+            path = job.latest_sample() or job.out_dir / "none"
         else:
             raise HTTPException(404, "no such picture")
         if not path.exists():
