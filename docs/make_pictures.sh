@@ -4,16 +4,20 @@
 # Usage: bash docs/make_pictures.sh [<model>=<train_output_dir of its run> ...]
 #   Each <model>=<dir> first copies that run's loss plot (<dir>/<model>_losses.png, as train.py
 #   drew it) to docs/losses/<model>.png, labelled; then docs/gallery.jpg (the sample photo
-#   through every model in trained_models/) and docs/loss_plots.png (every plot in docs/losses/)
-#   are written. e.g. bash docs/make_pictures.sh candy_fast=runs/candy_fast/out
+#   through the model named after each of the seven styles) and docs/loss_plots.png (every plot
+#   in docs/losses/) are written. e.g. bash docs/make_pictures.sh candy_fast=runs/candy_fast/out
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -r "$out"' EXIT
 
-# The sample photo through every shipped model: stylize.py writes a labelled contact sheet.
-python stylize.py --content_type image --source docs/grace_hopper.jpg \
-    --model_path trained_models/ --real_time False --precision fp32 --output_dir "$out"
+# The sample photo through each style's model: stylize.py writes a labelled contact sheet.
+models=()
+for style in mosaic candy udnie rain_princess the_scream shipwreck woman_with_hat; do
+  models+=("trained_models/$style.pth.tar")
+done
+python stylize.py --content_type image --source docs/grace_hopper.jpg --model_path "${models[@]}" \
+    --real_time False --precision fp32 --output_dir "$out"
 python - "$out" <<'PY'
 import sys
 from pathlib import Path

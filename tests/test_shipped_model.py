@@ -18,6 +18,15 @@ def test_the_quickstart_model_ships():
     assert ROOT / "trained_models" / "mosaic_coarse.pth.tar" in SHIPPED
 
 
+def test_each_style_has_a_model_named_after_it_and_each_model_is_documented():
+    """One model per style image of the seven, named after it (rain-princess.jpg:
+    rain_princess.pth.tar), and a row for every shipped model in docs/shipped_models.md."""
+    styles = ["mosaic", "candy", "udnie", "rain_princess", "the_scream", "shipwreck", "woman_with_hat"]
+    assert [s for s in styles if ROOT / "trained_models" / f"{s}.pth.tar" not in SHIPPED] == []
+    table = (ROOT / "docs" / "shipped_models.md").read_text()
+    assert [p.name for p in SHIPPED if f"| `{p.name}`" not in table] == []
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_model_stylises_a_small_input(tmp_path, path):
     assert path.stat().st_size <= MAX_BYTES
