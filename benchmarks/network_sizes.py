@@ -27,6 +27,7 @@ import itertools
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import config  # noqa: E402
 from network.loss_network import build_loss_network  # noqa: E402
 from network.style_network import StylizingNetwork  # noqa: E402
-from stylization.processor import Processor  # noqa: E402
+from stylization.processor import Processor, RunOptions  # noqa: E402
 from train import loss as L  # noqa: E402
 from train.dataset import ContentDataset, EpochSampler, load_style_image  # noqa: E402
 from train.step import (LOSS_TERMS, Objective, Updater, loss_terms, make_scaler, optimization_step,  # noqa: E402
@@ -104,24 +105,33 @@ def frames_per_second(processor: Processor, frames: list[np.ndarray], batch_size
     return len(frames) / (time.perf_counter() - start)
 
 
+@dataclass(frozen=True)
+class SpeedSettings:
+    """How the speed table is measured: --size, --frames, --batch_size and --rounds."""
+    size: tuple[int, int]  # width, height
+    frames: int
+    batch_size: int
+    rounds: int
+
+
 def measure_speed(candidates: list[config.NetworkConfig], precisions: list[str], device: torch.device,
-                  size: tuple[int, int], count: int, batch_size: int,
-                  rounds: int) -> dict[tuple[int, str], float]:
+                  speed: SpeedSettings) -> dict[tuple[int, str], float]:
     """Median frames/s per (candidate index, precision name as used)."""
     rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(count)]
+    width, height = speed.size
+    frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(speed.frames)]
     processors = {}
     for (index, cfg), name in itertools.product(enumerate(candidates), precisions):
         torch.manual_seed(0)
         dtype = resolve_precision(name, device)
-        processors[index, precision_name(dtype)] = Processor(StylizingNetwork(cfg).eval(), device, dtype,
-                                                             batch_size=batch_size)
+        processors[index, precision_name(dtype)] = Processor(
+            StylizingNetwork(cfg).eval(), device, RunOptions(dtype=dtype, batch_size=speed.batch_size))
     for processor in processors.values():  # the first calls of a process are slower: not counted
-        processor(frames[:batch_size])
+        processor(frames[:speed.batch_size])
     measured: dict[tuple[int, str], list[float]] = {key: [] for key in processors}
-    for round_ in range(rounds):
+    for round_ in range(speed.rounds):
         for key, processor in processors.items():
-            measured[key].append(frames_per_second(processor, frames, batch_size))
+            measured[key].append(frames_per_second(processor, frames, speed.batch_size))
             print(f"round {round_ + 1}: {describe(candidates[key[0]])} {key[1]}: "
                   f"{measured[key][-1]:.2f} frames/s", flush=True)
     return {key: statistics.median(values) for key, values in measured.items()}
@@ -176,7 +186,7 @@ def train_and_evaluate(cfg: config.NetworkConfig, args: argparse.Namespace, devi
     return {**totals, "seconds": seconds}
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     d = config.TRAIN_DEFAULTS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", nargs="+", type=parse_candidate,
@@ -206,6 +216,51 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("img_size", "style_size", "lr", "lambda_content", "lambda_style", "lambda_regu",
                  "lambda_noise", "noise_per_img", "noise_range", "seed"):
         train.add_argument(f"--{name}", type=type(d[name]), default=d[name])
+    return parser
+
+
+def speed_table(candidates: list[config.NetworkConfig], precisions: str | None, device: torch.device,
+                speed: SpeedSettings) -> None:
+    """Measure every candidate in every precision (--precisions, or the device's defaults) and
+    print the speed table."""
+    default_precisions = ["fp32", "fp16", "bf16"] if device.type == "cuda" else ["fp32", "bf16"]
+    fps = measure_speed(candidates, precisions.split(",") if precisions else default_precisions, device, speed)
+    used = list(dict.fromkeys(p for _, p in fps))
+    size = speed.size
+    print(f"\nnetwork alone (Processor, eager, batch {speed.batch_size}), {size[0]}x{size[1]}, "
+          f"frames/s: medians of {speed.rounds} round(s) of {speed.frames} frames\n")
+    print("| network | parameters | GFLOP/frame | " + " | ".join(f"{p} frames/s | {p} vs first"
+                                                         for p in used) + " |")
+    print("| :-- | --: | --: | " + " | ".join("--: | --:" for _ in used) + " |")
+    for index, cfg in enumerate(candidates):
+        parameters = sum(p.numel() for p in StylizingNetwork(cfg).parameters())
+        cells = " | ".join(f"{fps[index, p]:.2f} | {fps[index, p] / fps[0, p]:.2f}x" for p in used)
+        print(f"| {describe(cfg)} | {parameters / 1e3:.0f} k | {gflop_per_frame(cfg, size):.2f} | {cells} |")
+
+
+def quality_table(args: argparse.Namespace, device: torch.device) -> None:
+    """Train every candidate of args as its flags say (train_and_evaluate); print the loss table."""
+    candidates = args.candidates
+    dtype = resolve_precision(args.train_precision, device)
+    results = []
+    for cfg in candidates:
+        print(f"training {describe(cfg)} for {args.train_steps} steps", flush=True)
+        results.append(train_and_evaluate(cfg, args, device, dtype))
+    print(f"\nafter {args.train_steps} steps of batch {args.train_batch_size} at {args.img_size} px "
+          f"({precision_name(dtype)}, seed {args.seed}, lr {args.lr}, lambdas content "
+          f"{args.lambda_content} style {args.lambda_style} regu {args.lambda_regu} noise "
+          f"{args.lambda_noise}); unweighted losses, mean over "
+          f"{min(args.eval_images, len(ContentDataset(args.content_dir, args.img_size)))} images\n")
+    print("| network | content loss | vs first | style loss | vs first | training s |")
+    print("| :-- | --: | --: | --: | --: | --: |")
+    first = results[0]
+    for cfg, result in zip(candidates, results):
+        print(f"| {describe(cfg)} | {result['content']:.4f} | {result['content'] / first['content']:.2f}x | "
+              f"{result['style']:.4f} | {result['style'] / first['style']:.2f}x | {result['seconds']:.0f} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.train_steps and not (args.content_dir and args.style_path and args.loss_net_path):
         parser.error("--train_steps needs --content_dir, --style_path and --loss_net_path")
@@ -214,42 +269,12 @@ def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()  # as stylize.py and train.py run
     device = resolve_device(args.device)
     size = tuple(int(v) for v in args.size.lower().split("x"))
-    candidates = args.candidates
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
-
     if not args.skip_speed:
-        default_precisions = ["fp32", "fp16", "bf16"] if device.type == "cuda" else ["fp32", "bf16"]
-        precisions = args.precisions.split(",") if args.precisions else default_precisions
-        fps = measure_speed(candidates, precisions, device, size, args.frames, args.batch_size, args.rounds)
-        used = list(dict.fromkeys(p for _, p in fps))
-        print(f"\nnetwork alone (Processor, eager, batch {args.batch_size}), {size[0]}x{size[1]}, "
-              f"frames/s: medians of {args.rounds} round(s) of {args.frames} frames\n")
-        print("| network | parameters | GFLOP/frame | " + " | ".join(f"{p} frames/s | {p} vs first"
-                                                             for p in used) + " |")
-        print("| :-- | --: | --: | " + " | ".join("--: | --:" for _ in used) + " |")
-        for index, cfg in enumerate(candidates):
-            parameters = sum(p.numel() for p in StylizingNetwork(cfg).parameters())
-            cells = " | ".join(f"{fps[index, p]:.2f} | {fps[index, p] / fps[0, p]:.2f}x" for p in used)
-            print(f"| {describe(cfg)} | {parameters / 1e3:.0f} k | {gflop_per_frame(cfg, size):.2f} | {cells} |")
-
+        speed_table(args.candidates, args.precisions, device,
+                    SpeedSettings(size, args.frames, args.batch_size, args.rounds))
     if args.train_steps:
-        dtype = resolve_precision(args.train_precision, device)
-        results = []
-        for cfg in candidates:
-            print(f"training {describe(cfg)} for {args.train_steps} steps", flush=True)
-            results.append(train_and_evaluate(cfg, args, device, dtype))
-        print(f"\nafter {args.train_steps} steps of batch {args.train_batch_size} at {args.img_size} px "
-              f"({precision_name(dtype)}, seed {args.seed}, lr {args.lr}, lambdas content "
-              f"{args.lambda_content} style {args.lambda_style} regu {args.lambda_regu} noise "
-              f"{args.lambda_noise}); unweighted losses, mean over "
-              f"{min(args.eval_images, len(ContentDataset(args.content_dir, args.img_size)))} images\n")
-        print("| network | content loss | vs first | style loss | vs first | training s |")
-        print("| :-- | --: | --: | --: | --: | --: |")
-        first = results[0]
-        for cfg, result in zip(candidates, results):
-            print(f"| {describe(cfg)} | {result['content']:.4f} | {result['content'] / first['content']:.2f}x | "
-                  f"{result['style']:.4f} | {result['style'] / first['style']:.2f}x | {result['seconds']:.0f} |")
-
+        quality_table(args, device)
 
 if __name__ == "__main__":
     main()

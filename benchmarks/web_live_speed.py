@@ -7,12 +7,19 @@ model and machine, in one run.
 The page: `python app.py` serving, headless Chromium (Debian's chromium package, driven by
 Playwright) with its fake camera playing the clip at 640x360 and 30 frames/s, the Live camera
 tab running the model; the rate is stylised frames drawn on the page per second, counted after
-a warm-up. stylize.py's webcam path: benchmarks/stylize_speed.live_rate (stylize_live and the
-Processor stylize.py builds for a camera, fed the same frames at 30 frames/s, no window).
+a warm-up. The server alone: the same app.py sent the clip's frames as JPEG over its WebSocket by
+a Python client, two in flight as the page keeps them, no browser (what the server can serve;
+the page's rate below it is the browser's share of the processor). stylize.py's webcam path:
+benchmarks/stylize_speed.live_rate (stylize_live and the Processor stylize.py builds for a
+camera, fed the same frames at 30 frames/s, no window).
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import io
+import json
 import shutil
 import socket
 import subprocess
@@ -41,9 +48,9 @@ def camera_clip(video: Path, folder: Path, seconds: float) -> tuple[Path, Path]:
     return mp4, y4m
 
 
-def page_rate(model: Path, y4m: Path, seconds: float, warmup: float) -> float:
-    from playwright.sync_api import sync_playwright
-
+@contextlib.contextmanager
+def app_server(model: Path):
+    """`python app.py` serving a models folder that holds only model; yields its port."""
     with tempfile.TemporaryDirectory() as models, socket.socket() as probe:
         shutil.copy(model, Path(models) / model.name)
         probe.bind(("127.0.0.1", 0))
@@ -53,30 +60,75 @@ def page_rate(model: Path, y4m: Path, seconds: float, warmup: float) -> float:
                                    models, "--open_browser", "False"], stdout=subprocess.PIPE, text=True)
         server.stdout.readline()
         try:
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=[
-                    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                    f"--use-file-for-fake-video-capture={y4m}"])
-                page = browser.new_page()
-                for _ in range(100):
-                    try:
-                        page.goto(f"http://127.0.0.1:{port}/")
-                        break
-                    except Exception:  # noqa: BLE001 - the server is still starting
-                        time.sleep(0.2)
-                page.wait_for_selector(".style img")
-                page.click("button.tab[data-tab='live']")
-                page.click("#live-start")
-                count = "Number(document.getElementById('live-out').dataset.frames || 0)"
-                page.wait_for_function(f"{count} > 0", timeout=60000)
-                time.sleep(warmup)
-                first, start = page.evaluate(count), time.perf_counter()
-                time.sleep(seconds)
-                frames, elapsed = page.evaluate(count) - first, time.perf_counter() - start
-                browser.close()
+            yield port
         finally:
             server.terminate()
             server.wait()
+
+
+def client_rate(model: Path, mp4: Path, seconds: float, warmup: float) -> float:
+    """Frames/s app.py's live socket answers to a Python client (JPEG frames of mp4, quality
+    85 as the page sends them, two in flight), counted after warmup seconds."""
+    import cv2
+    import websockets
+    from PIL import Image
+
+    capture, frames = cv2.VideoCapture(str(mp4)), []
+    while len(frames) < FPS * 10 and (grabbed := capture.read())[0]:
+        buffer = io.BytesIO()
+        Image.fromarray(cv2.cvtColor(grabbed[1], cv2.COLOR_BGR2RGB)).save(buffer, "JPEG", quality=85)
+        frames.append(buffer.getvalue())
+
+    async def exchange(port: int) -> float:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                socket_ = await websockets.connect(f"ws://127.0.0.1:{port}/api/live", max_size=None)
+                break
+            await asyncio.sleep(0.2)
+        await socket_.send(json.dumps({"style": model.name.split(".")[0], "strength": 1.0}))
+        sent, answered, start = 2, 0, None
+        await socket_.send(frames[0])
+        await socket_.send(frames[1])
+        while start is None or time.perf_counter() - start < seconds:
+            await socket_.recv()
+            answered += 1
+            if start is None and answered >= warmup * FPS:
+                start, counted_from = time.perf_counter(), answered
+            await socket_.send(frames[sent % len(frames)])
+            sent += 1
+        rate = (answered - counted_from) / (time.perf_counter() - start)
+        await socket_.close()
+        return rate
+
+    with app_server(model) as port:
+        return asyncio.run(exchange(port))
+
+
+def page_rate(model: Path, y4m: Path, seconds: float, warmup: float) -> float:
+    from playwright.sync_api import sync_playwright
+
+    with app_server(model) as port:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=[
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-video-capture={y4m}"])
+            page = browser.new_page()
+            for _ in range(100):
+                try:
+                    page.goto(f"http://127.0.0.1:{port}/")
+                    break
+                except Exception:  # noqa: BLE001 - the server is still starting
+                    time.sleep(0.2)
+            page.wait_for_selector(".style img")
+            page.click("button.tab[data-tab='live']")
+            page.click("#live-start")
+            count = "Number(document.getElementById('live-out').dataset.frames || 0)"
+            page.wait_for_function(f"{count} > 0", timeout=60000)
+            time.sleep(warmup)
+            first, start = page.evaluate(count), time.perf_counter()
+            time.sleep(seconds)
+            frames, elapsed = page.evaluate(count) - first, time.perf_counter() - start
+            browser.close()
     return frames / elapsed
 
 
@@ -92,6 +144,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         mp4, y4m = camera_clip(Path(args.video), Path(folder), args.seconds + args.warmup + 10)
         web = page_rate(Path(args.model), y4m, args.seconds, args.warmup)
+        served = client_rate(Path(args.model), mp4, args.seconds, args.warmup)
         keep_freed_memory()
         import torch
         shown, _ = live_rate(mp4, Path(args.model), torch.device("cpu"), FPS, args.seconds)
@@ -99,8 +152,9 @@ def main() -> None:
     print("| path | frames/s shown |")
     print("| :-- | --: |")
     print(f"| stylize.py --content_type webcam (stylize_live) | {shown:.1f} |")
+    print(f"| app.py's live socket alone (a Python client, no browser) | {served:.1f} |")
     print(f"| the page's Live camera (app.py, headless Chromium) | {web:.1f} |")
-    print(f"\npage / stylize.py: {web / shown:.2f}")
+    print(f"\nserver alone / stylize.py: {served / shown:.2f}; page / stylize.py: {web / shown:.2f}")
 
 
 if __name__ == "__main__":

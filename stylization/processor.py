@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -62,42 +63,57 @@ class FramesToFrames(torch.nn.Module):
         return batch_to_frames(self.model(batch))
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a Processor runs its network.
+
+    dtype: weights and activations (None: float32; measured faster than autocast, which converts
+    around every layer). channels_last: NHWC memory for the network's input. compile: run
+    FramesToFrames compiled ahead of time by AOTInductor, one package per batch shape kept across
+    runs (stylization/compile_cache.py); the first batch of a new shape waits for its build (a
+    failed build is one note, and the run goes on eager). batch_size: how many frames a video
+    pipeline hands over per call. guard_precision (--precision auto): the first batch also runs
+    in float32, and a reduced dtype that strays too far from it is dropped for float32
+    (stylization/precision_guard.py). tile_budget: frames of more megapixels run on tiles
+    (None: no limit).
+    """
+    dtype: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool = False
+    batch_size: int = 1
+    guard_precision: bool = False
+    tile_budget: float | None = None
+
+
 class Processor:
     """Runs the network on batches of same-sized frames; one code path for every device.
 
-    The network runs as network/fast_inference.py rewrites it, with weights and activations in
-    dtype (None: float32; measured faster than autocast, which converts around every layer).
-    channels_last: NHWC memory for the network's input. compile: run FramesToFrames compiled
-    ahead of time by AOTInductor, one package per batch shape kept across runs
-    (stylization/compile_cache.py); the first batch of a new shape waits for its build (a
-    failed build is one note, and the run goes on eager). batch_size: how many frames a video
-    pipeline hands over per call. guard_precision (--precision auto): the first batch also runs in
-    float32, and a reduced dtype that strays too far from it is dropped for float32
-    (stylization/precision_guard.py); `precision_difference` then holds the difference.
+    The network runs as network/fast_inference.py rewrites it, as RunOptions say. After a
+    guarded first batch, `precision_difference` holds its difference from float32.
 
-    Memory: frames of more than tile_budget megapixels (None: no limit) run on tiles
+    Memory: frames of more than the tile budget run on tiles
     (network/tiling.py). A batch that runs out of memory is retried in halves, and a single
     frame that does is tiled, in ever smaller tiles; each step is said in one line and kept
     for the batches that follow.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str,
-                 dtype: torch.dtype | None = None, channels_last: bool = False,
-                 compile: bool = False, batch_size: int = 1, guard_precision: bool = False,
-                 tile_budget: float | None = None):
+                 options: RunOptions = RunOptions()):
         self.device = torch.device(device)
-        self.tile_pixels = tile_budget * 1e6 if tile_budget else None
+        self.tile_pixels = options.tile_budget * 1e6 if options.tile_budget else None
         self._source_model = model  # the plain layers, for the tiles' receptive radius
-        self._model_id = compile_cache.model_id(model) if compile else None  # before any rounding
+        # before any rounding
+        self._model_id = compile_cache.model_id(model) if options.compile else None
         self._tiler: TiledNetwork | None = None
         self._max_batch: int | None = None
         self._told: set[str] = set()
-        self.dtype = dtype or torch.float32
-        self.batch_size = batch_size
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        fast = for_inference(model, compiled=compile)
+        self.dtype = options.dtype or torch.float32
+        self.batch_size = options.batch_size
+        self.memory_format = (torch.channels_last if options.channels_last
+                              else torch.contiguous_format)
+        fast = for_inference(model, compiled=options.compile)
         self._reference = None  # the float32 model while the precision is still to be checked
-        if guard_precision and self.dtype != torch.float32:
+        if options.guard_precision and self.dtype != torch.float32:
             # Copied before .to(dtype), which converts a module in place; a model without
             # parameters (ONNX) stays float32 anyway, and may not be copyable.
             has_weights = next(fast.parameters(), None) is not None
@@ -106,7 +122,7 @@ class Processor:
         # An ONNX model has no parameters: .to(dtype) leaves it in its own float32.
         self.model = fast.to(self.device, self.dtype).eval()
         self._eager = FramesToFrames(self.model, self.dtype, self.memory_format)
-        self.compiled = compile and tileable(model)  # an ONNX model runs in ONNX Runtime as it is
+        self.compiled = options.compile and tileable(model)  # an ONNX model runs in ONNX Runtime as it is
         # One compiled step per batch shape, each loaded from (or first built into) a package of
         # stylization/compile_cache.py; `built` tells whether any had to be built.
         self._steps: dict[tuple[int, ...], compile_cache.Step] = {}
@@ -244,7 +260,7 @@ def build_processor(model: torch.nn.Module, device: torch.device, precision: str
                     tile_budget: float | None, compile: bool = False) -> Processor:
     """The Processor stylize.py runs a model with: --precision by name (auto: with its guard),
     --batch_size (None: the device's), --tile_budget (0 or None: never tile), --compile."""
-    return Processor(model, device, stylize_precision(precision, device),
-                     channels_last=config.STYLIZE_CHANNELS_LAST, compile=compile,
-                     batch_size=batch_size or default_batch_size(device),
-                     guard_precision=precision == "auto", tile_budget=tile_budget or None)
+    return Processor(model, device, RunOptions(
+        dtype=stylize_precision(precision, device), channels_last=config.STYLIZE_CHANNELS_LAST,
+        compile=compile, batch_size=batch_size or default_batch_size(device),
+        guard_precision=precision == "auto", tile_budget=tile_budget or None))

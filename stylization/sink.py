@@ -114,28 +114,32 @@ def frame_rate(fps: float) -> Fraction:
 DISK_FULL_REASONS = {os.strerror(code): code for code in (errno.ENOSPC, errno.EDQUOT)}
 
 
-class _FFmpegEncoder:
-    """RGB frames piped into FFmpeg, which encodes them (and muxes audio_from's first audio
-    track, cut to the video's length) into `target`. FFmpeg's messages go to a log file, never
-    to the terminal; `path`, the video's final name, is what errors name."""
+def ffmpeg_command(exe: str, target: str, fps: float, size: tuple[int, int], fmt: dict,
+                   audio_from: str | Path | None) -> list[str]:
+    """The FFmpeg command that encodes rgb24 frames from its stdin into `target` as `fmt`
+    (config.VIDEO_FORMATS) says, with audio_from's first audio track cut to the video's length."""
+    rate = frame_rate(fps)
+    video = fmt["video"]
+    if "libx264" in video and "libx264" not in ffmpeg_encoders(exe):
+        video = config.H264_FALLBACK
+    command = [exe, "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}",
+               "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0"]
+    if audio_from is not None:
+        # "?": a source without audio is fine. apad + -shortest: the output ends with the
+        # video, sound padded with silence if it ends sooner or cut if it goes on (a
+        # partial video gets partial sound); -shortest alone would end it with the sound.
+        command += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0?", *fmt["audio"],
+                    "-af", "apad", "-shortest"]
+    return [*command, *video, *fmt["container"], target]
 
-    def __init__(self, exe: str, target: str, fps: float, size: tuple[int, int], fmt: dict,
-                 audio_from: str | Path | None, path: Path):
+
+class _FFmpegEncoder:
+    """RGB frames piped into an FFmpeg command (ffmpeg_command). FFmpeg's messages go to a log
+    file, never to the terminal; `path`, the video's final name, is what errors name."""
+
+    def __init__(self, command: list[str], path: Path):
         self._path = path
-        rate = frame_rate(fps)
-        video = fmt["video"]
-        if "libx264" in video and "libx264" not in ffmpeg_encoders(exe):
-            video = config.H264_FALLBACK
-        command = [exe, "-hide_banner", "-loglevel", "error", "-y",
-                   "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}",
-                   "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0"]
-        if audio_from is not None:
-            # "?": a source without audio is fine. apad + -shortest: the output ends with the
-            # video, sound padded with silence if it ends sooner or cut if it goes on (a
-            # partial video gets partial sound); -shortest alone would end it with the sound.
-            command += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0?", *fmt["audio"],
-                        "-af", "apad", "-shortest"]
-        command += [*video, *fmt["container"], target]
         self._log = tempfile.TemporaryFile()
         # Its own session: Ctrl-C reaches only this process, which then closes the pipe so
         # that FFmpeg finishes a playable partial file instead of dying half-way.
@@ -231,8 +235,8 @@ class VideoSink:
         exe = find_ffmpeg()
         if exe is not None:
             self.with_audio = audio_from is not None
-            self._encoder = _FFmpegEncoder(exe, str(self._tmp), fps, self.encoded_size, fmt,
-                                           audio_from, path)
+            self._encoder = _FFmpegEncoder(
+                ffmpeg_command(exe, str(self._tmp), fps, self.encoded_size, fmt, audio_from), path)
             return
         warnings.warn(f"no FFmpeg found (pip install imageio-ffmpeg): {path.name} is written "
                       f"by OpenCV ({fmt['opencv']}), without sound", stacklevel=2)

@@ -2,7 +2,6 @@
 benchmarks/network_sizes.py runs on tiny inputs."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,24 +10,14 @@ import torch
 import config
 from common.errors import UserError
 from common.model_files import read_checkpoint
-from conftest import ROOT, random_vgg_file, write_image
+from conftest import run_entry, write_image
 from network.formats import load_model
 from network.style_network import StylizingNetwork
-from stylization import main as stylize_main
-from train import main as train_main
 from train.checkpoints import network_config
 
 
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    for i, (w, h) in enumerate([(48, 40), (40, 52)]):
-        write_image(tmp_path / "frames" / f"f{i}.png", w, h, seed=i)
-    write_image(tmp_path / "style.png", 48, 48, seed=42)
-    random_vgg_file(tmp_path / "vgg16.pth", "VGG16", "caffe")
-    return tmp_path
-
-
 def train_args(ws: Path, *extra: str) -> list[str]:
+    """train.py on conftest's workspace, in float32, without the noise loss's options."""
     return ["--content_dir", str(ws / "frames"), "--style_path", str(ws / "style.png"),
             "--loss_net_path", str(ws / "vgg16.pth"), "--model_dir", str(ws / "models"),
             "--train_output_dir", str(ws / "out"), "--model_name", "m.pth.tar", "--img_size", "32",
@@ -38,20 +27,20 @@ def train_args(ws: Path, *extra: str) -> list[str]:
 def test_the_fast_size_trains_is_recorded_and_stylises_without_a_flag(workspace):
     fast = config.NETWORK_SIZES["fast"]
     assert fast != config.NETWORK_SIZES["default"]
-    train_main.main(train_args(workspace, "--network", "fast"))
+    assert run_entry("train.py", *train_args(workspace, "--network", "fast")).returncode == 0
     checkpoint = read_checkpoint(workspace / "models" / "m.pth.tar")
     assert config.NetworkConfig.from_dict(checkpoint["network"]) == fast
     assert checkpoint["network_size"] == "fast"
     model = load_model(workspace / "models" / "m.pth.tar")
     assert isinstance(model, StylizingNetwork) and model.cfg == fast
     # resuming keeps the recorded size without the flag
-    train_main.main(train_args(workspace, "--load_model", "True"))
+    assert run_entry("train.py", *train_args(workspace, "--load_model", "True")).returncode == 0
     resumed = read_checkpoint(workspace / "models" / "m.pth.tar")
-    assert resumed["network"] == checkpoint["network"] and resumed["step"] == 2
+    assert resumed["network"] == checkpoint["network"] and resumed["step"] == 6  # two epochs of 3
     photo = write_image(workspace / "photo.png", 45, 37)
-    stylize_main.main(["--content_type", "image", "--source", str(photo), "--model_path",
-                       str(workspace / "models" / "m.pth.tar"), "--output_dir", str(workspace / "styled"),
-                       "--real_time", "False", "--device", "cpu"])
+    assert run_entry("stylize.py", "--content_type", "image", "--source", str(photo), "--model_path",
+                     str(workspace / "models" / "m.pth.tar"), "--output_dir", str(workspace / "styled"),
+                     "--real_time", "False", "--device", "cpu").returncode == 0
     assert [p.name for p in (workspace / "styled").iterdir()] == ["photo_m.png"]
 
 
@@ -90,9 +79,7 @@ def test_the_coarse_size_draws_from_a_larger_window_with_the_default_s_parameter
 
 
 def test_network_sizes_benchmark_runs_on_tiny_inputs(workspace, capsys):
-    spec = importlib.util.spec_from_file_location("network_sizes", ROOT / "benchmarks" / "network_sizes.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from benchmarks import network_sizes as bench
     tiny = "channels=8-12,res_blocks=1,stem_kernel=3,final_kernel=3"
     assert bench.parse_candidate(tiny) == config.NetworkConfig(channels=(8, 12), res_blocks=1,
                                                                 stem_kernel=3, final_kernel=3)

@@ -16,15 +16,14 @@ import torch
 import config
 from common.images import image_to_tensor, tensor_to_array
 from common.precision import has_native_bf16_cpu
-from conftest import write_video
+from conftest import read_video, stylize_quietly, write_video
 from network.formats import load_model
 from stylization import sink as sink_module
 from stylization.content_source.factory import create_source
 from stylization.enum_class import ContentType
 from stylization.pipeline import LatestFrame, stylize_live, stylize_stream
-from stylization.processor import Processor, stylize_precision
+from stylization.processor import Processor, RunOptions, stylize_precision
 from stylization.sink import VideoSink, find_ffmpeg
-from test_stylize import read_video, stylize_quietly
 
 FFMPEG = find_ffmpeg()
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="imageio-ffmpeg is not installed")
@@ -38,7 +37,7 @@ def naive_loop(model_path: Path, clip: Path) -> list[np.ndarray]:
 
 
 def pipeline(model_path: Path, clip: Path, batch_size: int) -> list[np.ndarray]:
-    processor = Processor(load_model(model_path), "cpu", None, batch_size=batch_size)
+    processor = Processor(load_model(model_path), "cpu", RunOptions(batch_size=batch_size))
     written: list[np.ndarray] = []
     with create_source(ContentType.VIDEO, clip) as source:
         assert stylize_stream(source.frames(), processor, batch_size, write=written.append)
@@ -216,7 +215,7 @@ def test_reduced_precision_stays_close_to_float32(tiny_model):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(2)]
     reference = Processor(load_model(tiny_model), "cpu")(frames)
-    reduced = Processor(load_model(tiny_model), "cpu", torch.bfloat16)(frames)
+    reduced = Processor(load_model(tiny_model), "cpu", RunOptions(dtype=torch.bfloat16))(frames)
     diffs = [np.abs(a.astype(int) - b.astype(int)) for a, b in zip(reference, reduced)]
     assert all(0 < d.mean() < 4 for d in diffs)  # it did run in bf16, and stayed close
 

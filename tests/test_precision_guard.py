@@ -12,11 +12,10 @@ from PIL import Image
 import config
 from common.model_files import save_checkpoint
 from common.precision import has_native_bf16_cpu
-from conftest import TINY_NETWORK, tiny_checkpoint, write_image
+from conftest import TINY_NETWORK, run_entry, tiny_checkpoint, write_image
 from network.style_network import StylizingNetwork
-from stylization import main as stylize_main
 from stylization import precision_guard
-from stylization.processor import Processor
+from stylization.processor import Processor, RunOptions
 from test_model_formats import original_state, save_original
 
 LIMIT = config.AUTO_PRECISION_MAX_MEAN_DIFF
@@ -58,9 +57,9 @@ def test_mean_difference_and_the_limit():
 def test_the_guard_falls_back_to_float32_on_a_model_that_strays(capsys):
     model, batch = straying_network(), frames()
     reference = Processor(model, "cpu")(batch)
-    unguarded = Processor(model, "cpu", torch.bfloat16)(batch)
+    unguarded = Processor(model, "cpu", RunOptions(dtype=torch.bfloat16))(batch)
     assert mean_diff(reference, unguarded) > LIMIT  # the test's model does stray in bf16
-    guarded = Processor(model, "cpu", torch.bfloat16, guard_precision=True)
+    guarded = Processor(model, "cpu", RunOptions(dtype=torch.bfloat16, guard_precision=True))
     got = guarded(batch) + guarded(batch)  # the first batch decides, later ones follow
     assert guarded.dtype == torch.float32 and guarded.precision_difference > LIMIT
     assert all(np.array_equal(g, r) for g, r in zip(got, reference + reference))
@@ -71,8 +70,8 @@ def test_the_guard_falls_back_to_float32_on_a_model_that_strays(capsys):
 def test_the_guard_keeps_the_reduced_precision_on_a_model_that_is_fine(capsys):
     torch.manual_seed(0)
     model, batch = StylizingNetwork(TINY_NETWORK).eval(), frames()
-    unguarded = Processor(model, "cpu", torch.bfloat16)(batch)
-    guarded = Processor(model, "cpu", torch.bfloat16, guard_precision=True)
+    unguarded = Processor(model, "cpu", RunOptions(dtype=torch.bfloat16))(batch)
+    guarded = Processor(model, "cpu", RunOptions(dtype=torch.bfloat16, guard_precision=True))
     got = guarded(batch)
     assert guarded.dtype == torch.bfloat16 and 0 < guarded.precision_difference <= LIMIT
     assert all(np.array_equal(g, u) for g, u in zip(got, unguarded))
@@ -85,7 +84,7 @@ def test_a_flat_batch_runs_in_float32_and_leaves_the_judgement_to_the_next(capsy
     grey = [np.full((40, 56, 3), 128, np.uint8)]  # a browser camera's first frame
     assert precision_guard.too_flat(torch.from_numpy(np.stack(grey)))
     assert not precision_guard.too_flat(torch.from_numpy(np.stack(frames(1))))
-    guarded = Processor(model, "cpu", torch.bfloat16, guard_precision=True)
+    guarded = Processor(model, "cpu", RunOptions(dtype=torch.bfloat16, guard_precision=True))
     assert np.array_equal(guarded(grey)[0], Processor(model, "cpu")(grey)[0])  # float32's
     assert guarded.precision_difference is None  # not judged yet
     guarded(frames())
@@ -93,14 +92,17 @@ def test_a_flat_batch_runs_in_float32_and_leaves_the_judgement_to_the_next(capsy
     assert "note:" not in capsys.readouterr().out
 
 
-def stylize(tmp_path: Path, model: Path, precision: str, name: str) -> np.ndarray:
+def stylize(tmp_path: Path, model: Path, precision: str, name: str) -> tuple[np.ndarray, str]:
+    """stylize.py's picture of a test photo at --precision, and what it printed."""
     photo = tmp_path / "photo.png"
     if not photo.exists():
         write_image(photo, 64, 48)
-    stylize_main.main(["--content_type", "image", "--source", str(photo), "--model_path", str(model),
-                       "--output_dir", str(tmp_path / name), "--real_time", "False", "--device", "cpu",
-                       "--precision", precision])
-    return np.asarray(Image.open(tmp_path / name / f"photo_{model.name.split('.')[0]}.png")).astype(int)
+    result = run_entry("stylize.py", "--content_type", "image", "--source", str(photo), "--model_path",
+                       str(model), "--output_dir", str(tmp_path / name), "--real_time", "False",
+                       "--device", "cpu", "--precision", precision)
+    assert result.returncode == 0, result.stderr
+    picture = Image.open(tmp_path / name / f"photo_{model.name.split('.')[0]}.png")
+    return np.asarray(picture).astype(int), result.stdout
 
 
 def save_straying(path: Path) -> Path:
@@ -110,30 +112,29 @@ def save_straying(path: Path) -> Path:
 
 
 @native_bf16
-def test_stylize_auto_falls_back_but_an_explicit_bf16_is_honoured(tmp_path, capsys):
+def test_stylize_auto_falls_back_but_an_explicit_bf16_is_honoured(tmp_path):
     model = save_straying(tmp_path / "stray.pth.tar")
-    fp32 = stylize(tmp_path, model, "fp32", "fp32")
-    bf16 = stylize(tmp_path, model, "bf16", "bf16")
-    assert "note:" not in capsys.readouterr().out  # asked for: no check, no note
+    (fp32, said_fp32), (bf16, said_bf16) = (stylize(tmp_path, model, name, name) for name in ("fp32", "bf16"))
+    assert "note:" not in said_fp32 + said_bf16  # asked for: no check, no note
     assert np.abs(bf16 - fp32).mean() > LIMIT
-    auto = stylize(tmp_path, model, "auto", "auto")
-    assert "note: --precision auto" in capsys.readouterr().out
+    auto, said = stylize(tmp_path, model, "auto", "auto")
+    assert "note: --precision auto" in said
     assert np.array_equal(auto, fp32)
 
 
 @native_bf16
-def test_stylize_auto_keeps_bf16_for_a_model_that_is_fine(tmp_path, capsys):
+def test_stylize_auto_keeps_bf16_for_a_model_that_is_fine(tmp_path):
     model = tiny_checkpoint(tmp_path / "fine.pth.tar")
-    auto, bf16 = stylize(tmp_path, model, "auto", "auto"), stylize(tmp_path, model, "bf16", "bf16")
+    (auto, said), (bf16, _) = stylize(tmp_path, model, "auto", "auto"), stylize(tmp_path, model, "bf16", "bf16")
     assert np.array_equal(auto, bf16)
-    assert "note:" not in capsys.readouterr().out
+    assert "note:" not in said
 
 
 def test_an_original_project_file_with_random_weights_stays_within_the_limit_by_default(tmp_path):
     model = save_original(tmp_path / "orig.pth.tar", original_state())
-    fp32 = stylize(tmp_path, model, "fp32", "fp32")
-    auto = stylize(tmp_path, model, "auto", "auto")
+    fp32, _ = stylize(tmp_path, model, "fp32", "fp32")
+    auto, _ = stylize(tmp_path, model, "auto", "auto")
     assert np.abs(auto - fp32).mean() <= LIMIT
     if has_native_bf16_cpu():  # without the guard it would not have been: the case of issue 17
-        bf16 = stylize(tmp_path, model, "bf16", "bf16")
+        bf16, _ = stylize(tmp_path, model, "bf16", "bf16")
         assert np.abs(bf16 - fp32).mean() > LIMIT

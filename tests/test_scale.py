@@ -12,14 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from common.errors import fail
-from conftest import ROOT, TINY_NETWORK, run_script, tiny_checkpoint, write_image
+from conftest import ROOT, run_script, tiny_checkpoint, write_image
 from network import examples_network, original_network
 from network.fast_inference import for_inference
 from network.formats import RangeAdapter, load_model
 from network.tiling import TiledNetwork, axis_weights, plan_axis, receptive_radius
 from stylization.jobs import ModelSwitch
-from stylization.processor import Processor
+from stylization.processor import Processor, RunOptions
 
 QUIET = {"OMP_NUM_THREADS": "1"}
 
@@ -163,7 +162,7 @@ def test_out_of_memory_halves_the_batch_then_tiles(tmp_path, tiny_model, capsys,
     frames = [np.random.default_rng(i).integers(0, 256, (64, 80, 3), dtype=np.uint8) for i in range(4)]
     expected = Processor(net, "cpu")(frames)
     fake = RunsOutOfMemory(net, 2 * 64 * 80, error, message)
-    processor = Processor(fake, "cpu", batch_size=4)
+    processor = Processor(fake, "cpu", RunOptions(batch_size=4))
     fake = processor.model  # the Processor runs a copy (its instance norms in faster kernels)
     results = processor(frames)
     assert all(np.abs(a.astype(int) - b).max() <= 1 for a, b in zip(results, expected))
@@ -176,7 +175,7 @@ def test_out_of_memory_halves_the_batch_then_tiles(tmp_path, tiny_model, capsys,
     big = [np.random.default_rng(i).integers(0, 256, (240, 320, 3), dtype=np.uint8) for i in range(2)]
     expected = Processor(net, "cpu")(big)
     small = RunsOutOfMemory(net, 48000, error, message)  # not even one frame fits
-    tiled = Processor(small, "cpu", batch_size=2)(big)
+    tiled = Processor(small, "cpu", RunOptions(batch_size=2))(big)
     err = capsys.readouterr().err
     assert "continuing with batches of 1" in err and "stylising such frames in tiles" in err
     assert len(err.strip().splitlines()) >= 3  # a line for each step

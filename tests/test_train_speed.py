@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import config
-from benchmarks.train_speed import straightforward_step, unfrozen_loss_network
+from benchmarks.train_speed import StraightforwardObjective, straightforward_step, unfrozen_loss_network
 from common.errors import UserError
 import common.precision
 from common.precision import resolve_precision
@@ -30,8 +30,8 @@ def test_fast_step_and_straightforward_step_give_the_same_loss(tmp_path):
 
     objective = Objective(style_targets(loss_net, style, layers), layers, weights, noise_pattern=pattern)
     fast, fast_terms, _ = training_step(model, loss_net, images, objective)
-    slow, slow_terms = straightforward_step(model, unfrozen_loss_network(vgg, torch.device("cpu")),
-                                            images, style, weights, pattern, layers)
+    slow, slow_terms = straightforward_step(model, unfrozen_loss_network(vgg, torch.device("cpu")), images,
+                                            StraightforwardObjective(style, layers, weights, pattern))
     assert fast.item() == pytest.approx(slow.item(), rel=1e-4)
     for name, value in fast_terms.items():
         assert value.item() == pytest.approx(slow_terms[name].item(), rel=1e-4), name
@@ -41,9 +41,9 @@ def test_fast_step_and_straightforward_step_give_the_same_loss(tmp_path):
 def test_the_straightforward_step_really_trains_the_loss_network_too(tmp_path):
     vgg = random_vgg_file(tmp_path / "v.pth", "VGG16", "caffe")
     loss_net = unfrozen_loss_network(vgg, torch.device("cpu"))
-    total, _ = straightforward_step(StylizingNetwork(TINY_NETWORK), loss_net, torch.rand(2, 3, 32, 32),
-                                    torch.rand(1, 3, 32, 32), {t: 1.0 for t in ("content", "style", "regu", "noise", "flow")},
-                                    None, config.LOSS_LAYERS["VGG16"])
+    objective = StraightforwardObjective(torch.rand(1, 3, 32, 32), config.LOSS_LAYERS["VGG16"],
+                                         {t: 1.0 for t in ("content", "style", "regu", "noise", "flow")})
+    total, _ = straightforward_step(StylizingNetwork(TINY_NETWORK), loss_net, torch.rand(2, 3, 32, 32), objective)
     total.backward()
     assert all(p.grad is not None for p in loss_net.parameters())
 
