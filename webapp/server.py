@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,10 @@ class Server:
         self.results: dict[str, Path] = {}
         self.thumbs: dict[str, bytes] = {}
         self.thumb_lock = threading.Lock()
+        # Live frames run on this one thread: PyTorch's CPU threads serve the thread that calls
+        # it, and frames handed to whichever thread asyncio.to_thread picks keep two sets of
+        # them busy, each waiting on the other.
+        self.live_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live")
 
     def model_file(self, style: str) -> Path:
         """The model of a style id the page got from /api/models; nothing else is opened."""
@@ -233,8 +238,8 @@ def add_live_route(app: FastAPI, server: Server) -> None:
                 style = settings["style"]
                 if style not in stylizers:
                     stylizers[style] = Stylizer(server.model_file(style))
-                reply = await asyncio.to_thread(live_frame, stylizers[style], message["bytes"],
-                                                settings["strength"])
+                reply = await asyncio.get_running_loop().run_in_executor(
+                    server.live_thread, live_frame, stylizers[style], message["bytes"], settings["strength"])
                 await socket.send_bytes(reply)
         except (WebSocketDisconnect, RuntimeError):
             return

@@ -204,6 +204,15 @@ $("video-cancel").onclick = () => fetch(`/api/video/${videoJob}/cancel`, { metho
 // ---------------------------------------------------------------- live camera
 let socket = null, stream = null, inFlight = 0, shown = [];
 const grab = document.createElement("canvas");
+// Read back every frame: a canvas kept in memory, not on the graphics card (or its software
+// stand-in), makes that read a copy instead of a round trip.
+const grabContext = grab.getContext("2d", { willReadFrequently: true });
+
+// Setting a canvas's size clears and reallocates it: only when the size changes.
+function fitCanvas(canvas, width, height) {
+  if (canvas.width !== width) canvas.width = width;
+  if (canvas.height !== height) canvas.height = height;
+}
 
 function sendLiveSettings() {
   if (socket && socket.readyState === WebSocket.OPEN) {
@@ -214,9 +223,8 @@ function sendLiveSettings() {
 function sendFrame() {
   const camera = $("live-camera");
   if (!socket || socket.readyState !== WebSocket.OPEN || !camera.videoWidth) return;
-  grab.width = camera.videoWidth;
-  grab.height = camera.videoHeight;
-  grab.getContext("2d").drawImage(camera, 0, 0);
+  fitCanvas(grab, camera.videoWidth, camera.videoHeight);
+  grabContext.drawImage(camera, 0, 0);
   inFlight += 1;
   grab.toBlob((blob) => socket && socket.readyState === WebSocket.OPEN ? socket.send(blob) : (inFlight -= 1), "image/jpeg", 0.85);
 }
@@ -224,9 +232,9 @@ function sendFrame() {
 async function showFrame(blob) {
   const picture = await createImageBitmap(blob);
   const out = $("live-out");
-  out.width = picture.width;
-  out.height = picture.height;
+  fitCanvas(out, picture.width, picture.height);
   out.getContext("2d").drawImage(picture, 0, 0);
+  picture.close();
   const now = performance.now();
   shown = [...shown.filter((t) => now - t < 2000), now];
   $("live-fps").textContent = `${(shown.length / 2).toFixed(1)} frames/s`;
