@@ -19,6 +19,12 @@ import common.model_files  # noqa: E402
 from network.loss_network import expected_shapes  # noqa: E402
 from network.style_network import StylizingNetwork  # noqa: E402
 
+# Under pytest-xdist (the README's `-n 2`) each worker has a core of its own: a second thread
+# would only wait for the other worker's, in this process and in the commands it starts.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 SHARED = ROOT.parent / "shared"
 STAND_IN_VGG = SHARED / "weights" / "vgg16_hed_features.pth"
 MEDIA = SHARED / "media"
@@ -140,3 +146,65 @@ def sample_image(tmp_path: Path) -> Path:
 @pytest.fixture
 def sample_video(tmp_path: Path) -> Path:
     return write_video(tmp_path / "clip.mp4", frames=12, width=96, height=64, fps=25.0)
+
+
+# ----------------------------------------------------------------------------- the commands
+# Tiny frames gain nothing from threads, and spinning threads crawl on a busy 2-core machine.
+QUIET = {"OMP_NUM_THREADS": "1"}
+
+
+def stylize(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """stylize.py in this process, or in one of its own where the test sets its environment."""
+    if env is None:
+        return run_entry("stylize.py", *args)
+    return run_script("stylize.py", *args, env={**QUIET, **env})
+
+
+def stylize_quietly(tiny_model: Path, out: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    """stylize.py with the test model, saving to out, and no window."""
+    return stylize("--model_path", str(tiny_model), "--output_dir", str(out),
+                   "--real_time", "False", *args, **kw)
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    """All frames of a video as RGB, and its fps."""
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), path
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames, fps
+
+
+def files_in(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A tiny training set (six images, two in a subfolder, and a file that is not one), a
+    style image and a random VGG16 file: what train_args points train.py at."""
+    frames = tmp_path / "frames"
+    for i, (w, h) in enumerate([(80, 60), (64, 64), (50, 90), (70, 41), (64, 48), (90, 70)]):
+        write_image(frames / ("sub" if i % 2 else "") / f"f{i}.png", w, h, seed=i)
+    (frames / "README.txt").write_text("not an image")
+    write_image(tmp_path / "style.png", 64, 64, seed=42)
+    random_vgg_file(tmp_path / "vgg16.pth", "VGG16", "caffe")
+    return tmp_path
+
+
+def train_args(ws: Path, *extra: str) -> list[str]:
+    return ["--content_dir", str(ws / "frames"), "--style_path", str(ws / "style.png"),
+            "--loss_net_path", str(ws / "vgg16.pth"), "--model_dir", str(ws / "models"),
+            "--train_output_dir", str(ws / "out"), "--model_name", "m.pth.tar",
+            "--img_size", "32", "--style_size", "64", "--batch_size", "2", "--save_freq", "2",
+            "--lambda_noise", "1e-2", "--noise_per_img", "50", "--device", "cpu", *extra]

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-import common.cli  # noqa: E402
 import train.checkpoints as train_checkpoints  # noqa: E402
 from train.dataset import FramePairDataset  # noqa: E402
 import train.loop as train_loop  # noqa: E402
-import train.main as train_main  # noqa: E402
 
 out, rank = Path(os.environ["WORKER_OUT"]), os.environ["RANK"]
 (out / f"pid{rank}").write_text(str(os.getpid()))
@@ -61,7 +61,8 @@ train_checkpoints.save_checkpoint = recording_save
 FramePairDataset._compute = counted_compute
 status = 0
 try:
-    common.cli.run_cli(train_main.main, argv)
+    sys.argv = [str(ROOT / "train.py"), *argv]
+    runpy.run_path(str(ROOT / "train.py"), run_name="__main__")  # the command itself, patched above
 except SystemExit as stop:
     status = stop.code if isinstance(stop.code, int) else 1
     raise

@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 
 from common.model_files import read_checkpoint
-from conftest import ROOT, run_script, write_image
-from test_train import train_args, workspace  # noqa: F401 (workspace is a fixture)
+from conftest import ROOT, run_script, train_args, write_image
 from train.dataset import EpochSampler
 
 WORKER = ROOT / "tests" / "distributed_worker.py"

@@ -27,11 +27,10 @@ import config
 import common.errors
 import common.files
 from common.model_files import read_checkpoint
-from conftest import ROOT, run_script, write_image, write_video
+from conftest import (QUIET, ROOT, files_in, read_video, run_script, stylize_quietly, train_args,
+                      write_image, write_video)
 from stylization.sink import VideoSink, find_ffmpeg
 from test_pipeline import decode_audio
-from test_stylize import QUIET, files_in, read_video, snapshot, stylize_quietly
-from test_train import train_args, workspace  # noqa: F401 (a fixture)
 from train.dataset import UnreadableImages, allowed_unreadable
 
 FFMPEG = find_ffmpeg()

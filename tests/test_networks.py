@@ -8,7 +8,7 @@ from torch import nn
 import config
 from common.errors import UserError
 from conftest import TINY_NETWORK, random_vgg_file
-from network.loss_network import LossNetwork, build_loss_network, layer_names, read_vgg_weights
+from network.loss_network import build_loss_network, layer_names, read_vgg_weights
 from network.style_network import ResidualBlock, StylizingNetwork
 
 

@@ -13,9 +13,8 @@ from PIL import Image
 import config
 from common.errors import UserError
 from common.model_files import read_checkpoint
-from conftest import TINY_NETWORK, run_script, tiny_checkpoint
+from conftest import TINY_NETWORK, run_script, tiny_checkpoint, train_args
 from test_model_formats import examples_state
-from test_train import train_args, workspace  # noqa: F401 (workspace is a fixture)
 from train import budget as budget_module
 from train.budget import Budget, lr_factor, planned_end
 from train.checkpoints import Position, initial_weights

@@ -17,52 +17,13 @@ from PIL import Image
 
 import config
 from common.images import image_to_tensor, tensor_to_array
-from conftest import ROOT, random_vgg_file, run_entry, run_script, write_image, write_video
+from conftest import (QUIET, ROOT, files_in, random_vgg_file, read_video, snapshot, stylize,
+                      stylize_quietly, write_image, write_video)
 from network.formats import load_model
 from stylization.content_source.factory import create_source
 from stylization.enum_class import ContentType
 from stylization.processor import Processor
 from stylization.sink import VideoSink
-
-# Tiny frames gain nothing from threads, and spinning threads crawl on a busy 2-core machine.
-QUIET = {"OMP_NUM_THREADS": "1"}
-
-
-def stylize(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """stylize.py in this process, or in one of its own where the test sets its environment."""
-    if env is None:
-        return run_entry("stylize.py", *args)
-    return run_script("stylize.py", *args, env={**QUIET, **env})
-
-
-def stylize_quietly(tiny_model: Path, out: Path, *args: str, **kw) -> subprocess.CompletedProcess:
-    """stylize.py with the test model, saving to out, and no window."""
-    return stylize("--model_path", str(tiny_model), "--output_dir", str(out),
-                   "--real_time", "False", *args, **kw)
-
-
-def read_video(path: Path) -> tuple[list[np.ndarray], float]:
-    """All frames of a video as RGB, and its fps."""
-    capture = cv2.VideoCapture(str(path))
-    assert capture.isOpened(), path
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
-    return frames, fps
-
-
-def files_in(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
@@ -213,9 +174,11 @@ def test_ctrl_c_keeps_a_partial_video(tmp_path, tiny_model):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, **QUIET})
     deadline = time.monotonic() + 60
-    while not any(out.glob(".long_tiny.*")) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the temporary video appears once the first frame is decoded
-    time.sleep(0.1)
+    # FFmpeg writes the temporary video's first bytes once the first stylised frame reaches it:
+    # from then on there is a partial video to keep, however busy the machine is.
+    while time.monotonic() < deadline and not any(
+            p.stat().st_size > 0 for p in out.glob(".long_tiny.*") if p.exists()):
+        time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import config
-from conftest import (MEDIA, ROOT, STAND_IN_VGG, TINY_NETWORK, random_vgg_file, run_entry, run_script,
+from conftest import (MEDIA, ROOT, STAND_IN_VGG, TINY_NETWORK, random_vgg_file, run_entry, train_args,
                       write_image, write_video)
 from common.cli import str2bool
 from common.frames import extract_frames
@@ -29,28 +29,9 @@ from train.dataset import load_style_image
 from train.step import Objective, loss_layers, training_step
 
 
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    frames = tmp_path / "frames"
-    for i, (w, h) in enumerate([(80, 60), (64, 64), (50, 90), (70, 41), (64, 48), (90, 70)]):
-        write_image(frames / ("sub" if i % 2 else "") / f"f{i}.png", w, h, seed=i)
-    (frames / "README.txt").write_text("not an image")
-    write_image(tmp_path / "style.png", 64, 64, seed=42)
-    random_vgg_file(tmp_path / "vgg16.pth", "VGG16", "caffe")
-    return tmp_path
-
-
-def train_args(ws: Path, *extra: str) -> list[str]:
-    return ["--content_dir", str(ws / "frames"), "--style_path", str(ws / "style.png"),
-            "--loss_net_path", str(ws / "vgg16.pth"), "--model_dir", str(ws / "models"),
-            "--train_output_dir", str(ws / "out"), "--model_name", "m.pth.tar",
-            "--img_size", "32", "--style_size", "64", "--batch_size", "2", "--save_freq", "2",
-            "--lambda_noise", "1e-2", "--noise_per_img", "50", "--device", "cpu", *extra]
-
-
 def test_train_stylize_and_resume(workspace):
     ws = workspace
-    result = run_script("train.py", *train_args(ws, "--epochs", "1"))
+    result = run_entry("train.py", *train_args(ws, "--epochs", "1"))
     assert result.returncode == 0, result.stderr
     assert "skipping 1 non-image file(s)" in result.stderr
     checkpoint = read_checkpoint(ws / "models" / "m.pth.tar")
@@ -67,14 +48,14 @@ def test_train_stylize_and_resume(workspace):
     assert sample.shape[1] > 3 * sample.shape[0]  # output, noisy output, input, noisy input
 
     image = write_image(ws / "photo.png", 45, 37)
-    result = run_script("stylize.py", "--content_type", "image", "--source", str(image),
+    result = run_entry("stylize.py", "--content_type", "image", "--source", str(image),
                         "--model_path", str(ws / "models" / "m.pth.tar"), "--output_dir",
                         str(ws / "styled"), "--output_name", "photo_out.png", "--real_time", "False")
     assert result.returncode == 0, result.stderr
     assert cv2.imread(str(ws / "styled" / "photo_out.png")).shape == (37, 45, 3)
 
     video = write_video(ws / "clip.mp4", frames=7, width=62, height=46, fps=29.97)
-    result = run_script("stylize.py", "--content_type", "video", "--source", str(video),
+    result = run_entry("stylize.py", "--content_type", "video", "--source", str(video),
                         "--model_path", str(ws / "models" / "m.pth.tar"), "--output_dir",
                         str(ws / "styled"), "--output_name", "clip_out.mp4", "--real_time", "False")
     assert result.returncode == 0, result.stderr
@@ -86,7 +67,7 @@ def test_train_stylize_and_resume(workspace):
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(29.97, abs=0.01)
     assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (62, 46)
 
-    result = run_script("train.py", *train_args(ws, "--epochs", "1", "--load_model", "yes", "--lr", "1e-4"))
+    result = run_entry("train.py", *train_args(ws, "--epochs", "1", "--load_model", "yes", "--lr", "1e-4"))
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stdout
     resumed = read_checkpoint(ws / "models" / "m.pth.tar")
@@ -129,11 +110,13 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(workspace, tmp
     common = ["--epochs", "2", "--seed", "7", "--save_freq", "3"]
     straight = train_args(ws, *common)
     straight[straight.index("--model_name") + 1] = "straight.pth.tar"
-    assert run_script("train.py", *straight).returncode == 0
+    assert run_entry("train.py", *straight).returncode == 0
 
     args = train_args(ws, *common)
+    # One thread, as run_entry runs the other two: sums split over other threads round otherwise.
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120
     # Interrupt in the second epoch (15 batches each): the resumed run must finish the run as
     # started, not train --epochs more.
@@ -146,7 +129,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(workspace, tmp
     assert "interrupted: saved" in err
     saved = read_checkpoint(ws / "models" / "m.pth.tar")
     assert 15 < saved["step"] < 30 and saved["epoch"] == 1
-    result = run_script("train.py", *train_args(ws, *common, "--load_model", "True"))
+    result = run_entry("train.py", *train_args(ws, *common, "--load_model", "True"))
     assert result.returncode == 0, result.stderr
 
     a = read_checkpoint(ws / "models" / "straight.pth.tar")
@@ -193,7 +176,7 @@ def test_kill_9_loses_at_most_the_batches_since_the_last_save(workspace):
     process.kill()
     process.communicate(timeout=60)
     newest = max(int(p.name[len("m_step"):-len(".pth.tar")]) for p in (workspace / "models").glob("m_step*.pth.tar"))
-    result = run_script("train.py", *train_args(workspace, "--epochs", "3", "--load_model", "True"))
+    result = run_entry("train.py", *train_args(workspace, "--epochs", "3", "--load_model", "True"))
     assert result.returncode == 0, result.stderr
     assert f"step {newest}" in result.stdout  # resumed from the newest rolling checkpoint
     assert read_checkpoint(workspace / "models" / "m.pth.tar")["step"] == 3 * 20
@@ -287,13 +270,13 @@ def test_bad_boolean_is_rejected():
 
 @pytest.mark.skipif(not (STAND_IN_VGG.exists() and MEDIA.exists()), reason="needs ../shared weights and media")
 def test_training_on_real_frames_lowers_the_style_loss(tmp_path):
-    extract_frames(MEDIA / "video", tmp_path / "frames", every=10, max_size=128, progress=False)
-    result = run_script("train.py", "--content_dir", str(tmp_path / "frames"),
-                        "--style_path", str(MEDIA / "style" / "mosaic.jpg"), "--style_size", "256",
-                        "--loss_net_path", str(STAND_IN_VGG), "--model_dir", str(tmp_path / "m"),
-                        "--train_output_dir", str(tmp_path / "out"), "--model_name", "mosaic.pth.tar",
-                        "--img_size", "96", "--batch_size", "2", "--epochs", "4", "--save_freq", "1000",
-                        "--device", "cpu", timeout=600)
+    extract_frames(MEDIA / "video", tmp_path / "frames", every=20, max_size=96, progress=False)
+    result = run_entry("train.py", "--content_dir", str(tmp_path / "frames"),
+                       "--style_path", str(MEDIA / "style" / "mosaic.jpg"), "--style_size", "128",
+                       "--loss_net_path", str(STAND_IN_VGG), "--model_dir", str(tmp_path / "m"),
+                       "--train_output_dir", str(tmp_path / "out"), "--model_name", "mosaic.pth.tar",
+                       "--img_size", "64", "--batch_size", "2", "--epochs", "4", "--lr", "1e-3",
+                       "--save_freq", "1000", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "out" / "mosaic_losses.csv") as handle:
         style = [float(r["style"]) for r in csv.DictReader(handle)]
@@ -410,14 +393,11 @@ def test_style_layer_weights_and_content_layers_reach_the_loss_and_the_checkpoin
 
 
 def test_compiled_training_saves_plain_state_dict_keys(workspace, monkeypatch):
-    import train.loop as train_loop
-    import train.main as train_main
-
     # The eager backend goes through the same compiled wrappers without minutes of C++ compiling.
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda module: compile_(module, backend="eager"))
-    monkeypatch.setattr(train_loop.StopFlag, "install", lambda self: None)  # leave pytest's Ctrl-C alone
-    train_main.main(train_args(workspace, "--compile", "True", "--precision", "fp32"))
+    result = run_entry("train.py", *train_args(workspace, "--compile", "True", "--precision", "fp32"))
+    assert result.returncode == 0, result.stderr
     keys = read_checkpoint(workspace / "models" / "m.pth.tar")["state_dict"].keys()
     assert keys == StylizingNetwork().state_dict().keys()
     torch._dynamo.reset()

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss_downscale", type=int, default=d["loss_downscale"], metavar="N",
                    help="the loss network judges the output, the input and the style image averaged "
                    "over N x N blocks: train at N times the size the picture is judged at, as a photo "
-                   "larger than the training crops is (docs/shipped_models.md, point 10)")
+                   "larger than the training crops is (docs/shipped_models.md, the recipe)")
     p.add_argument("--lambda_regu", type=float, default=d["lambda_regu"],
                    help="weight of the total-variation regulariser")
     p.add_argument("--lambda_noise", type=float, default=d["lambda_noise"],
