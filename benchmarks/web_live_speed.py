@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import itertools
 import json
 import shutil
 import socket
@@ -33,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.stylize_speed import live_rate  # noqa: E402
 from common.devices import keep_freed_memory  # noqa: E402
+from common.model_files import model_stem  # noqa: E402
+from stylization.content_source.video import VideoSource  # noqa: E402
 from stylization.sink import find_ffmpeg  # noqa: E402
 
 FPS = 30
@@ -67,17 +70,18 @@ def app_server(model: Path):
 
 
 def client_rate(model: Path, mp4: Path, seconds: float, warmup: float) -> float:
-    """Frames/s app.py's live socket answers to a Python client (JPEG frames of mp4, quality
-    85 as the page sends them, two in flight), counted after warmup seconds."""
-    import cv2
+    """Frames/s app.py's live socket answers to a Python client (JPEG frames of mp4's first ten
+    seconds, quality 85 as the page sends them, two in flight), counted after the first
+    warmup x FPS answers."""
     import websockets
     from PIL import Image
 
-    capture, frames = cv2.VideoCapture(str(mp4)), []
-    while len(frames) < FPS * 10 and (grabbed := capture.read())[0]:
-        buffer = io.BytesIO()
-        Image.fromarray(cv2.cvtColor(grabbed[1], cv2.COLOR_BGR2RGB)).save(buffer, "JPEG", quality=85)
-        frames.append(buffer.getvalue())
+    frames = []
+    with VideoSource(mp4) as source:
+        for _, frame in itertools.islice(source.frames(), FPS * 10):
+            buffer = io.BytesIO()
+            Image.fromarray(frame).save(buffer, "JPEG", quality=85)
+            frames.append(buffer.getvalue())
 
     async def exchange(port: int) -> float:
         for _ in range(100):
@@ -85,7 +89,7 @@ def client_rate(model: Path, mp4: Path, seconds: float, warmup: float) -> float:
                 socket_ = await websockets.connect(f"ws://127.0.0.1:{port}/api/live", max_size=None)
                 break
             await asyncio.sleep(0.2)
-        await socket_.send(json.dumps({"style": model.name.split(".")[0], "strength": 1.0}))
+        await socket_.send(json.dumps({"style": model_stem(model), "strength": 1.0}))
         sent, answered, start = 2, 0, None
         await socket_.send(frames[0])
         await socket_.send(frames[1])
