@@ -166,7 +166,7 @@ STYLIZE_DEFAULTS = {
     "strength": 1.0,  # the network's output as it is
     "preserve_color": False,
     "smooth": 0.0,  # off (docs/smoothing.md)
-    "tile_budget": 8.5,  # megapixels; see TILE_FEATHER below
+    "tile_budget": 8.5,  # megapixels; see TILE_WINDOW_SHARE below
 }
 
 # Luminance of RGB for --preserve_color (stylization/blend.py): ITU-R BT.601, the Y of JPEG's
@@ -188,16 +188,10 @@ SMOOTH_DETAIL = {"sigma": 2.0, "share": 0.5, "max_gain": 2.0}
 # size (network/tiling.py), so that memory stays bounded however large the photo. The default
 # keeps 4K UHD frames (8.3 megapixels) whole, and holds a 48-megapixel photo under 4 GB on the
 # CPU in float32 (docs/tiling.md).
-# TILE_FEATHER: pixels over which neighbouring tiles cross-fade. TILE_STATISTICS: where the
-# instance norms' statistics come from: "exact" measures each norm's over the tiles at full
-# resolution, one norm after the other (a pass over the tiles up to each norm); "scaled" takes
-# them from one pass over the frame scaled down to the budget (faster, but the scaled-down
-# copy lacks the fine detail the first layers respond to; benchmarks/tiling.py compares them).
-TILE_FEATHER = 16
-# A tile's window holds this share of --tile_budget's pixels: the frame, the output being
-# assembled (float32) and the allocator's slack take the rest. Measured in docs/tiling.md.
-TILE_WINDOW_SHARE = 0.5
-TILE_STATISTICS = "exact"
+# A tile's window holds this share of --tile_budget's pixels: the frame, the maps kept between
+# passes and the allocator's slack take the rest. On a 48-megapixel photo (default network, 2 AVX2
+# cores, float32) the tiles took 93 s and 2.7 GB with a quarter, 122 s and 3.2 GB with a half.
+TILE_WINDOW_SHARE = 0.25
 
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels
 # in all (frames x width x height / 1e6). On the idle 2-core CPU (`python
@@ -274,6 +268,11 @@ VIDEO_FORMATS = {
     ".avi": {"video": ["-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p"],
              "audio": ["-c:a", "pcm_s16le"], "container": ["-f", "avi"], "opencv": "MJPG"},
 }
+# Used instead of _H264 where FFmpeg's NVIDIA encoder opens (stylization/sink.nvenc_opens): the
+# GPU encodes, the CPU is left to decoding and the network. p5 and a constant quality of 19 aim
+# at _H264's look (not compared here: this machine has no NVIDIA GPU).
+H264_NVENC = ["-c:v", "h264_nvenc", "-preset", "p5", "-rc", "vbr", "-cq", "19", "-b:v", "0",
+              "-pix_fmt", "yuv420p"]
 # Used instead of _H264 when the FFmpeg found has no libx264 (a build without GPL parts).
 H264_FALLBACK = ["-c:v", "mpeg4", "-q:v", "3", "-pix_fmt", "yuv420p"]
 

@@ -112,11 +112,12 @@ class Workload:
 
 
 def prepare_video(source: Path, target: Path, size: tuple[int, int], frames: int) -> int:
-    """The first `frames` frames of source at size (H.264), with a 440 Hz tone as its sound."""
+    """The first `frames` frames of source at size (H.264), with a 440 Hz tone as its sound;
+    a source shorter than that is looped (bikes.mp4's 250 frames twice make a 20-second clip)."""
     ffmpeg = find_ffmpeg()
     if ffmpeg is None:
         sys.exit("this benchmark needs imageio-ffmpeg (pip install imageio-ffmpeg)")
-    subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(source), "-f", "lavfi", "-i",
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-stream_loop", "-1", "-i", str(source), "-f", "lavfi", "-i",
                     "sine=frequency=440:sample_rate=44100", "-map", "0:v:0", "-map", "1:a:0",
                     "-vf", f"scale={size[0]}:{size[1]},setsar=1", "-frames:v", str(frames),
                     "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",

@@ -3,15 +3,19 @@ output is to the untiled one.
 
     python benchmarks/tiling.py [--model_path trained_models/mosaic.pth.tar]
         [--photo ../shared/media/content/tubingen.jpg] [--megapixels 48] [--side 1600]
-        [--budget 0.6] [--statistics exact scaled] [--memory_statistics exact] [--skip_memory]
+        [--budget 0.6] [--methods staged per_norm] [--skip_memory]
 
-1. Peak memory: a --megapixels photo (the --photo scaled up to 4:3, saved as PNG) stylised by
-   stylize.py on the CPU without --max_size, default --tile_budget, in a subprocess; the peak
-   is the child's maximum resident set size (getrusage), once per --memory_statistics.
+1. Time and peak memory: a --megapixels photo (the --photo scaled up to 4:3, saved as a JPEG
+   of quality 95, as a phone's camera writes one)
+   stylised by stylize.py on the CPU without --max_size, default --tile_budget, in a
+   subprocess; seconds of the whole process, and the peak, the child's maximum resident set
+   size (getrusage).
 2. Tiled against untiled: a --side x 3/4 --side copy of the photo, which fits both ways,
    stylised whole and with --tile_budget --budget; the mean absolute difference (0-255), and
    the same on the tile borders (8 pixels either side of a cut) and inside the tiles: a seam
-   would make the borders differ more than the insides.
+   would make the borders differ more than the insides. Per method: "staged" (what stylize.py
+   does: coarse maps kept between passes) and "per_norm" (every norm measured from the frame,
+   what other projects' layouts get), with the time tiled / untiled.
 """
 from __future__ import annotations
 
@@ -38,11 +42,6 @@ from stylization.processor import Processor  # noqa: E402
 
 BORDER = 8  # pixels either side of a cut that count as the tile border
 
-# stylize.py with config.TILE_STATISTICS set first; the peak is read by the parent.
-CHILD = ("import runpy, sys, config; config.TILE_STATISTICS = sys.argv[1]; sys.argv[1:2] = []; "
-         "runpy.run_path('stylize.py', run_name='__main__')")
-
-
 def read_rgb(path: Path) -> np.ndarray:
     image = cv2.imread(str(path))
     if image is None:
@@ -50,19 +49,19 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def peak_memory(model: str, photo: np.ndarray, megapixels: float, statistics: str) -> tuple[float, float, str]:
+def peak_memory(model: str, photo: np.ndarray, megapixels: float) -> tuple[float, float, str]:
     """(peak GB, seconds, stylize.py's notes) for a photo of `megapixels` stylised untouched."""
     width = int(math.sqrt(megapixels * 1e6 * 4 / 3))
     height = width * 3 // 4
     with tempfile.TemporaryDirectory() as folder:
-        source = Path(folder) / "huge.png"
+        source = Path(folder) / "huge.jpg"
         big = cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC)
-        cv2.imwrite(str(source), big[..., ::-1])
+        cv2.imwrite(str(source), big[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
         del big
         log = Path(folder) / "log.txt"
         start = time.perf_counter()
         with open(log, "w") as handle:
-            child = subprocess.Popen([sys.executable, "-c", CHILD, statistics, "--content_type", "image",
+            child = subprocess.Popen([sys.executable, "stylize.py", "--content_type", "image",
                                       "--source", str(source), "--model_path", model, "--device", "cpu",
                                       "--output_dir", str(Path(folder) / "out"), "--real_time", "False"],
                                      stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -86,15 +85,15 @@ def border_mask(tiler: TiledNetwork, height: int, width: int, budget: float) -> 
 
 
 def compare(model_path: str, photo: np.ndarray, side: int, budget_mp: float,
-            statistics: str) -> dict[str, float]:
+            method: str) -> dict[str, float]:
     image = cv2.resize(photo, (side, side * 3 // 4), interpolation=cv2.INTER_AREA)
     model = load_model(model_path)
     processor = Processor(model, "cpu")
     start = time.perf_counter()
     whole = processor([image])[0].astype(np.float64)
     whole_s = time.perf_counter() - start
-    # The tiler a Processor runs frames above its tile budget on, with the statistics asked for.
-    tiler = TiledNetwork(processor.model, model, processor.device, statistics=statistics)
+    # The tiler a Processor runs frames above its tile budget on, staged or not.
+    tiler = TiledNetwork(processor.model, model, processor.device, staged=method == "staged")
     start = time.perf_counter()
     tiled = tiler(image, budget_mp * 1e6).astype(np.float64)
     tiled_s = time.perf_counter() - start
@@ -112,9 +111,7 @@ def main() -> None:
     p.add_argument("--megapixels", type=float, default=48.0)
     p.add_argument("--side", type=int, default=1600, help="width of the photo compared both ways")
     p.add_argument("--budget", type=float, default=0.6, help="--tile_budget of the comparison")
-    p.add_argument("--statistics", nargs="+", default=["exact", "scaled"], choices=["exact", "scaled"])
-    p.add_argument("--memory_statistics", nargs="+", default=["exact"], choices=["exact", "scaled"],
-                   help="statistics of the peak-memory runs (exact takes about one pass per norm)")
+    p.add_argument("--methods", nargs="+", default=["staged", "per_norm"], choices=["staged", "per_norm"])
     p.add_argument("--skip_memory", action="store_true")
     args = p.parse_args()
     photo = read_rgb(Path(args.photo))
@@ -122,18 +119,17 @@ def main() -> None:
           f"{config.STYLIZE_DEFAULTS['tile_budget']} megapixels, model {Path(args.model_path).name}")
     if not args.skip_memory:
         print(f"\n{args.megapixels:g}-megapixel photo, stylize.py on the CPU, no --max_size")
-        print("| statistics | peak memory (GB) | seconds | note |\n|---|---|---|---|")
-        for statistics in args.memory_statistics:
-            peak, seconds, note = peak_memory(args.model_path, photo, args.megapixels, statistics)
-            print(f"| {statistics} | {peak:.2f} | {seconds:.0f} | {note} |", flush=True)
+        peak, seconds, note = peak_memory(args.model_path, photo, args.megapixels)
+        print(f"| peak memory (GB) | seconds | note |\n|---|---|---|\n| {peak:.2f} | {seconds:.0f} | {note} |",
+              flush=True)
     height = args.side * 3 // 4
     print(f"\ntiled (--tile_budget {args.budget}) against untiled, {args.side}x{height} photo, "
           "0-255 units")
-    print("| statistics | tiles | radius | mean abs diff | on tile borders | inside tiles | 99th pct "
+    print("| method | tiles | radius | mean abs diff | on tile borders | inside tiles | 99th pct "
           "| time tiled / untiled |\n|---|---|---|---|---|---|---|---|")
-    for statistics in args.statistics:
-        r = compare(args.model_path, photo, args.side, args.budget, statistics)
-        print(f"| {statistics} | {r['tiles']} | {r['radius']} | {r['mad']:.4f} | {r['border']:.4f} | "
+    for method in args.methods:
+        r = compare(args.model_path, photo, args.side, args.budget, method)
+        print(f"| {method} | {r['tiles']} | {r['radius']} | {r['mad']:.4f} | {r['border']:.4f} | "
               f"{r['inside']:.4f} | {r['p99']:.2f} | {r['time_ratio']:.1f} |", flush=True)
 
 

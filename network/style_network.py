@@ -84,10 +84,16 @@ class StylizingNetwork(nn.Module):
         smallest = max(2 * self.multiple, max(cfg.stem_kernel, cfg.final_kernel) // 2 + 1)
         self.min_side = -(-smallest // self.multiple) * self.multiple
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        x = pad_to_fit(x, self.multiple, self.min_side)
-        y = self.head(self.up(self.res(self.down(self.stem(x)))))
+    def front(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers down to the coarsest map, of the input padded to fit (pad_to_fit)."""
+        return self.down(self.stem(pad_to_fit(x, self.multiple, self.min_side)))
+
+    def back(self, y: torch.Tensor) -> torch.Tensor:
+        """The layers from the coarsest map up to the output, at the padded input's size."""
         # Scaled tanh keeps the output in the input's [0, 1] range with useful gradients.
-        y = (torch.tanh(y) + 1) * 0.5
-        return y[..., :height, :width]
+        return (torch.tanh(self.head(self.up(y))) + 1) * 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In three parts so that network/tiling.py can keep the coarse maps between them.
+        height, width = x.shape[-2:]
+        return self.back(self.res(self.front(x)))[..., :height, :width]

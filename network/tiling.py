@@ -1,27 +1,34 @@
-"""Frames larger than memory allows, stylised on overlapping tiles with the whole frame's
-instance-norm statistics.
+"""Frames larger than memory allows, stylised on tiles with the whole frame's instance-norm
+statistics.
 
 An instance norm divides each channel by its mean and variance over the whole frame, so a tile
 run on its own would be normalised by its own statistics: colours and contrast would jump from
 tile to tile. With the statistics fixed, every norm is a per-channel affine map and the network
 is a local operator: an output pixel depends only on the input pixels within receptive_radius of
-it. So TiledNetwork
+it. A norm's statistics can then be summed over the tiles, each tile adding its own
+(non-overlapping) part, once the norms before it have theirs: they are measured one after the
+other, in passes over the tiles that stop at the norm being measured.
 
-1. runs the frame scaled down to a tile's size once, each norm recording its statistics (and
-   the order in which the norms run);
-2. with config.TILE_STATISTICS "exact", measures each norm's statistics at full resolution, one
-   norm after the other: a pass over the tiles, with the norms before it already exact, that
-   stops at that norm and sums its input over each tile's own (non-overlapping) part. A norm's
-   input depends on the statistics of every norm before it, so they cannot all be measured in
-   one pass. "scaled" keeps the scaled-down copy's statistics: one pass instead of about one per
-   norm, but that copy lacks the fine detail the first layers respond to (docs/tiling.md);
-3. runs the tiles with the final statistics. Each tile's window reaches the receptive radius
-   past the part it contributes, so what it contributes equals the whole frame's output with
-   those statistics (up to float rounding), and neighbours cross-fade linearly over
-   config.TILE_FEATHER pixels: no seam, no colour jump.
+TiledNetwork cuts this project's network (network/style_network.py) where its maps are
+smallest, and keeps those maps whole between the passes:
 
-Tile windows start on multiples of the network's total stride, so that every strided
-convolution samples the same grid as on the whole frame.
+1. front, frame to the coarsest map (1/16 of the pixels): one pass per norm; the last one's pass
+   also keeps its input, for the whole frame, which is then normalised in place;
+2. residual blocks: the first convolution layer runs once over tiles of the kept map, keeping
+   its output before the norm, whose statistics that same pass sums (norm and ReLU are then
+   applied in place); the second runs twice, once to measure its norm and once to add its
+   output to the block's input map, tile by tile: two coarse maps at a time;
+3. back, coarse map to output: one pass per norm, then the output pass.
+
+That is about 1.8 passes of the whole network's work; measuring every norm from the frame took
+about 8 for the shipped network (docs/tiling.md). Only coarse maps are kept: a full-resolution
+map of a 48-megapixel photo would take 6 GB. Another project's layout (network/examples_network.py,
+original_network.py) runs as one stage, frame to output: a pass per norm, then the output pass.
+
+Each window reaches the receptive radius past the part it owns, so its part equals the whole
+frame's output there (up to float rounding), and the parts are written side by side: no seam.
+Windows start on multiples of the network's total stride, so that every strided convolution
+samples the same grid as on the whole frame.
 
 Only PyTorch networks can be tiled: an ONNX graph computes its norms' statistics inside itself
 and cannot be given stored ones (see tileable).
@@ -30,23 +37,24 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 import config
-from common.images import frames_to_batch
+from common.images import batch_to_frames, frames_to_batch
 from network.fast_inference import ChannelGroupNorm, TwoPassInstanceNorm
+from network.style_network import StylizingNetwork
 
 
 # ----------------------------------------------------------------------------- the plan
 @dataclass(frozen=True)
 class Span:
     """One tile along one axis: the window [start, stop) the network sees, and the part
-    [cut_lo, cut_hi) it owns (its contribution fades in and out around the cuts)."""
+    [cut_lo, cut_hi) it owns."""
 
     start: int
     stop: int
@@ -65,50 +73,50 @@ def tile_window(height: int, width: int, budget_pixels: float, min_side: int) ->
     return side, side
 
 
-def min_window(radius: int, feather: int, align: int) -> int:
-    """The smallest window that still owns a part wider than two feather ramps."""
-    return 2 * radius + 3 * feather + 4 * align
+def min_window(radius: int, align: int) -> int:
+    """The smallest window that still owns a part two strides wide."""
+    return 2 * radius + 4 * align
 
 
-def plan_axis(length: int, window: int, radius: int, feather: int, align: int) -> list[Span]:
+def plan_axis(length: int, window: int, radius: int, align: int) -> list[Span]:
     """Tiles along an axis of `length` pixels with windows of about `window` pixels.
 
-    Cuts lie on multiples of align; window i reaches radius + feather / 2 past its cuts
-    (clipped to the frame, start floored to align), so that inside its feather ramps the
-    network sees all the context the whole frame would give it.
+    Cuts lie on multiples of align; window i reaches radius past its cuts (clipped to the
+    frame, start floored to align), so that the network sees all the context of its own part
+    that the whole frame would give it.
     """
     if length <= window:
         return [Span(0, length, 0, length)]
-    core = window - 2 * radius - feather - 2 * align
-    if core < 2 * feather + 2 * align:
+    core = window - 2 * radius - 2 * align
+    if core < 2 * align:
         raise ValueError(f"a window of {window} pixels is too small for a receptive radius of "
-                         f"{radius} (at least {min_window(radius, feather, align)})")
+                         f"{radius} (at least {min_window(radius, align)})")
     count = math.ceil(length / core)
     cuts = [0, *[round(i * length / count / align) * align for i in range(1, count)], length]
-    reach = radius + (feather + 1) // 2
-    windows = [(max(0, lo - reach) // align * align, min(length, hi + reach))
+    windows = [(max(0, lo - radius) // align * align, min(length, hi + radius))
                for lo, hi in zip(cuts, cuts[1:])]
-    # Windows of one size (more context never changes a tile's contribution): every tile then
-    # needs the same memory, which the allocator reuses, where tiles of many sizes would leave
-    # it holding blocks of each (glibc keeps freed memory, common.devices.keep_freed_memory).
+    # Windows of one size (more context never changes a tile's part): every tile then needs
+    # the same memory, which the allocator reuses, where tiles of many sizes would leave it
+    # holding blocks of each (glibc keeps freed memory, common.devices.keep_freed_memory).
     size = max(stop - start for start, stop in windows)
     spans = []
     for (start, stop), lo, hi in zip(windows, cuts, cuts[1:]):
-        start = min(start, (length - size) // align * align)
-        spans.append(Span(start, length if hi == length else min(length, start + size), lo, hi))
+        if start + size < length:
+            stop = start + size
+        else:  # moved back from the end, which it then reaches: more context, never less
+            start, stop = max(0, (length - size) // align * align), length
+        spans.append(Span(start, stop, lo, hi))
     return spans
 
 
-def axis_weights(span: Span, length: int, feather: int) -> np.ndarray:
-    """Weights of a tile along one axis, over its window: 1 on its own part, linear ramps of
-    feather pixels centred on its inner cuts; neighbours' weights sum to 1 at every pixel."""
-    x = np.arange(span.start, span.stop, dtype=np.float64) + 0.5  # pixel centres
-    weight = np.ones_like(x)
-    if span.cut_lo > 0:
-        weight = np.minimum(weight, np.clip((x - span.cut_lo) / feather + 0.5, 0, 1))
-    if span.cut_hi < length:
-        weight = np.minimum(weight, np.clip((span.cut_hi - x) / feather + 0.5, 0, 1))
-    return weight.astype(np.float32)
+@dataclass(frozen=True)
+class TilePlan:
+    rows: list[Span]
+    columns: list[Span]
+
+    @property
+    def count(self) -> int:
+        return len(self.rows) * len(self.columns)
 
 
 # ----------------------------------------------------------------------------- the network
@@ -157,56 +165,76 @@ def receptive_radius(model: nn.Module, probe_side: int = 64) -> tuple[int, int]:
     return math.ceil(radius), int(round(stride))
 
 
-_SUM_ROWS = 64  # rows of a feature map summed at once when measuring statistics
+_SUM_ROWS = 64  # rows of a map summed (or normalised in place) at once
 
 
 class _Measured(Exception):
     """Ends a tile's run at the norm being measured."""
 
 
+@dataclass
+class _Region:
+    """The tile being run, in frame pixels: its window's height and width, the part it owns
+    relative to the window (y0, y1, x0, x1; None: to the end of the map, where the network's
+    padding belongs to the last tile as on the whole frame) and the window's top left corner."""
+
+    window: tuple[int, int] = (1, 1)
+    own: tuple[int, int | None, int, int | None] = (0, None, 0, None)
+    origin: tuple[int, int] = (0, 0)
+
+    def owned(self, y: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """The owned part of a map y of the window, and the row and column of the whole
+        frame's map where it begins. Cuts are multiples of the total stride, so the part
+        starts on a whole pixel of every map."""
+        sy, sx = round(self.window[0] / y.shape[-2]), round(self.window[1] / y.shape[-1])
+        y0, y1, x0, x1 = self.own
+        part = y[..., y0 // sy: None if y1 is None else y1 // sy,
+                 x0 // sx: None if x1 is None else x1 // sx]
+        return part, (self.origin[0] + y0) // sy, (self.origin[1] + x0) // sx
+
+
 class _StoredStatsNorm(nn.Module):
-    """Stands in for an instance norm: records the statistics of its input (record), or
-    normalises with stored ones (apply), optionally summing its input over the tile's own part
-    (measure). Computed in float32, like TwoPassInstanceNorm."""
+    """Stands in for an instance norm: normalises with stored statistics (apply), records its
+    own input's (record), or sums its input over the tile's own part and ends the run
+    (measure), keeping that part in a map of the whole frame if given one. Computed in
+    float32, like TwoPassInstanceNorm."""
 
     def __init__(self, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
-                 region: list, order: list):
+                 region: _Region):
         super().__init__()
-        self.order = order  # shared: the norms in the order a record run called them
         self.weight, self.bias, self.eps = weight, bias, eps
-        self.mode = "record"
+        self.mode = "apply"
         self.mean: torch.Tensor | None = None
         self.var: torch.Tensor | None = None
-        self.region = region  # shared with TiledNetwork: [window h, window w, (y0, y1, x0, x1)]
+        self.region = region  # shared with TiledNetwork, which sets it for each tile
         self.sums = torch.zeros(0)
         self.count = 0
+        self.keep: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x.float()
         if self.mode == "record":
-            self.order.append(self)
             self.mean = y.mean((2, 3), keepdim=True)
             self.var = y.var((2, 3), unbiased=False, keepdim=True)
         elif self.mode == "measure":
             self._add(y)
             raise _Measured  # the layers after this one need its statistics first
-        # One multiply-add and one full-size result: the norm and its affine map folded into a
-        # per-channel scale and shift (a norm at full resolution is the tiles' largest tensor).
+        # One multiply-add and one full-size result (a norm at full resolution is a tile's
+        # largest tensor).
+        scale, shift = self.scale_shift()
+        return torch.addcmul(shift, y, scale).to(x.dtype)
+
+    def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The norm and its affine map folded into a per-channel scale and shift."""
         scale = torch.rsqrt(self.var + self.eps)
         shift = -self.mean * scale
         if self.weight is not None:
             scale = scale * self.weight.float()[:, None, None]
             shift = shift * self.weight.float()[:, None, None] + self.bias.float()[:, None, None]
-        return torch.addcmul(shift, y, scale).to(x.dtype)
+        return scale, shift
 
     def _add(self, y: torch.Tensor) -> None:
-        window_h, window_w, (y0, y1, x0, x1) = self.region
-        # This map's pixels per frame pixel; cuts are multiples of the total stride, so the
-        # owned part starts on a whole pixel of every map. The last tile owns everything to
-        # the map's end, the rows and columns the network padded included, as on the whole frame.
-        sy, sx = round(window_h / y.shape[-2]), round(window_w / y.shape[-1])
-        part = y[..., y0 // sy: None if y1 is None else y1 // sy,
-                 x0 // sx: None if x1 is None else x1 // sx]
+        part, top, left = self.region.owned(y)
         # A band of rows at a time, in float32, into float64 sums: a float64 copy or the squares
         # of a whole full-resolution map would need more memory than the tile's pass itself.
         sums = torch.zeros(2, y.shape[1], dtype=torch.float64, device=y.device)
@@ -215,16 +243,18 @@ class _StoredStatsNorm(nn.Module):
             sums[1] += band.square().sum((0, 2, 3)).double()
         self.sums = sums if self.count == 0 else self.sums + sums
         self.count += part.shape[-1] * part.shape[-2]
+        if self.keep is not None:
+            self.keep[..., top:top + part.shape[-2], left:left + part.shape[-1]] = part
 
-    def start_measuring(self) -> None:
-        self.mode, self.count = "measure", 0
+    def start_measuring(self, keep: torch.Tensor | None = None) -> None:
+        self.mode, self.count, self.keep = "measure", 0, keep
 
     def finish_measuring(self) -> None:
         mean = self.sums[0] / self.count
         var = (self.sums[1] / self.count - mean.square()).clamp_min(0)
         self.mean = mean.float()[None, :, None, None]
         self.var = var.float()[None, :, None, None]
-        self.mode = "apply"
+        self.mode, self.keep = "apply", None
 
 
 def _norm_parameters(module: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None, float] | None:
@@ -235,14 +265,17 @@ def _norm_parameters(module: nn.Module) -> tuple[torch.Tensor | None, torch.Tens
     return None
 
 
-@dataclass(frozen=True)
-class TilePlan:
-    rows: list[Span]
-    columns: list[Span]
+def _norms_in(module: nn.Module) -> list[_StoredStatsNorm]:
+    """The stand-in norms of a part of this project's network, in the order it runs them
+    (its modules are registered in that order)."""
+    return [m for m in module.modules() if isinstance(m, _StoredStatsNorm)]
 
-    @property
-    def count(self) -> int:
-        return len(self.rows) * len(self.columns)
+
+def _relu_follows(layer: nn.Module) -> bool:
+    return isinstance(layer, nn.Sequential) and isinstance(layer[-1], nn.ReLU)
+
+
+Source = np.ndarray | torch.Tensor  # the frame (uint8 H x W x 3) or a kept map (1 x C x h x w)
 
 
 class TiledNetwork:
@@ -252,94 +285,171 @@ class TiledNetwork:
     receptive_radius can see."""
 
     def __init__(self, model: nn.Module, source: nn.Module, device: torch.device,
-                 dtype: torch.dtype = torch.float32, feather: int | None = None,
-                 statistics: str | None = None):
-        feather = config.TILE_FEATHER if feather is None else feather
-        statistics = config.TILE_STATISTICS if statistics is None else statistics
-        if statistics not in ("exact", "scaled"):
-            raise ValueError(f"statistics must be 'exact' or 'scaled', not {statistics!r}")
+                 dtype: torch.dtype = torch.float32, staged: bool = True):
         self.device, self.dtype = device, dtype
-        self.feather, self.statistics = feather, statistics
-        self._order: list[_StoredStatsNorm] = []
         radius, self.align = receptive_radius(source)
         self.radius = -(-radius // self.align) * self.align
         self.model = copy.deepcopy(model)
-        self._region: list = [1, 1, (0, None, 0, None)]
+        self._region = _Region()
         self.norms: list[_StoredStatsNorm] = []
         for module in list(self.model.modules()):
             for name, child in module.named_children():
                 found = _norm_parameters(child)
                 if found is not None:
-                    norm = _StoredStatsNorm(*found, region=self._region, order=self._order)
+                    norm = _StoredStatsNorm(*found, region=self._region)
                     setattr(module, name, norm)
                     self.norms.append(norm)
+        # staged=False measures this project's network as another project's (the comparison
+        # in benchmarks/tiling.py).
+        self.staged = staged and isinstance(self.model, StylizingNetwork)
+        self._order = self.norms if self.staged else self._call_order()
+        self._progress: Callable[[int, int], None] | None = None
+        self._done = self._total = 0
+
+    def _call_order(self) -> list[_StoredStatsNorm]:
+        """The norms in the order the network calls them, from one small run."""
+        order: list[_StoredStatsNorm] = []
+        hooks = [norm.register_forward_pre_hook(lambda m, _: order.append(m)) for norm in self.norms]
+        self._set_mode("record")
+        try:
+            side = 8 * self.align
+            with torch.inference_mode():
+                self.model(torch.rand(1, 3, side, side, device=self.device, dtype=self.dtype))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        self._set_mode("apply")
+        return order
 
     @property
     def min_side(self) -> int:
-        return min_window(self.radius, self.feather, self.align)
+        return min_window(self.radius, self.align)
 
     def plan(self, height: int, width: int, budget_pixels: float) -> TilePlan:
         """Tiles of a frame above budget_pixels: windows of config.TILE_WINDOW_SHARE of it."""
         window_h, window_w = tile_window(height, width, budget_pixels * config.TILE_WINDOW_SHARE,
                                          self.min_side)
-        return TilePlan(plan_axis(height, window_h, self.radius, self.feather, self.align),
-                        plan_axis(width, window_w, self.radius, self.feather, self.align))
+        return TilePlan(plan_axis(height, window_h, self.radius, self.align),
+                        plan_axis(width, window_w, self.radius, self.align))
 
-    def _run(self, frame: np.ndarray) -> torch.Tensor:
-        batch = frames_to_batch(torch.from_numpy(np.ascontiguousarray(frame))[None].to(self.device),
-                                self.dtype)
-        return self.model(batch)
+    def passes(self) -> int:
+        """Passes over the tiles per frame (each one cut short or over part of the network)."""
+        if not self.staged:
+            return len(self._order) + 1
+        layers = sum(len(block.body) + 1 for block in self.model.res)  # the last one twice
+        return len(_norms_in(self.model.stem)) + len(_norms_in(self.model.down)) + layers + \
+            len(_norms_in(self.model.up)) + 1
 
     def _set_mode(self, mode: str) -> None:
         for norm in self.norms:
             norm.mode = mode
 
-    def __call__(self, frame: np.ndarray, budget_pixels: float) -> np.ndarray:
-        """The stylised frame (RGB uint8 HxWx3) of an RGB uint8 frame."""
-        height, width = frame.shape[:2]
-        plan = self.plan(height, width, budget_pixels)
+    def __call__(self, frame: np.ndarray, budget_pixels: float,
+                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """The stylised frame (RGB uint8 HxWx3) of an RGB uint8 frame; progress(done, total)
+        is called after each tile of each pass."""
+        plan = self.plan(*frame.shape[:2], budget_pixels)
+        self._progress, self._done, self._total = progress, 0, plan.count * self.passes()
         with torch.inference_mode():
-            # No larger than a tile's window: no pass needs more memory than a tile's.
-            window = max(r.stop - r.start for r in plan.rows) * max(c.stop - c.start for c in plan.columns)
-            scale = min(1.0, math.sqrt(window / (height * width)))
-            small = cv2.resize(frame, (max(1, round(width * scale)), max(1, round(height * scale))),
-                               interpolation=cv2.INTER_AREA)
-            self._order.clear()
-            self._set_mode("record")
-            self._run(small)  # also tells the order in which the norms run
-            if self.statistics == "exact":
-                for norm in list(self._order):
-                    norm.start_measuring()
-                    self._tiles(frame, plan, None)
-                    norm.finish_measuring()
-            self._set_mode("apply")
-            total = np.zeros((height, width, 3), np.float32)
-            self._tiles(frame, plan, total)
-        # As common.images.batch_to_frames rounds; in place, for a 48-megapixel frame's float32 copies
-        # are 576 MB each.
-        np.multiply(total, 255.0, out=total)
-        np.clip(total, 0, 255, out=total)
-        np.rint(total, out=total)
-        return total.astype(np.uint8)
+            if not self.staged:
+                for norm in self._order:
+                    self._measure(frame, 1, self.model, norm, plan)
+                return self._output(frame, 1, self.model, plan)
+            model, scale = self.model, self.model.multiple
+            # The coarsest map's size: the frame padded as pad_to_fit pads it, over the stride.
+            size = tuple(max(-(-side // scale) * scale, model.min_side) // scale for side in frame.shape[:2])
+            last = model.down[-1] if len(model.down) else model.stem
+            coarse = self._kept(frame, 1, model.front, _norms_in(nn.Sequential(model.stem, model.down)),
+                                _relu_follows(last), plan, size)
+            for block in model.res:
+                *inner, last = block.body
+                hidden = coarse
+                for layer in inner:
+                    hidden = self._kept(hidden, scale, layer, _norms_in(layer), _relu_follows(layer), plan, size)
+                # The block's sum goes into its input's map, each tile's part once the last
+                # layer's norm is measured: two coarse maps at a time rather than three.
+                for norm in _norms_in(last):
+                    self._measure(hidden, scale, last, norm, plan)
+                self._write(hidden, scale, last, plan, lambda part, top, left: coarse[
+                    ..., top:top + part.shape[-2], left:left + part.shape[-1]].add_(part))
+                del hidden
+            for norm in _norms_in(model.up):
+                self._measure(coarse, scale, model.back, norm, plan)
+            return self._output(coarse, scale, model.back, plan)
 
-    def _tiles(self, frame: np.ndarray, plan: TilePlan, total: np.ndarray | None) -> None:
-        height, width = frame.shape[:2]
+    def _windows(self, source: Source, scale: int, plan: TilePlan) -> Iterator[tuple[Span, Span, torch.Tensor]]:
+        """Each tile's window of the frame (scale 1) or of a kept map (frame pixels per map
+        pixel), as the network's input, with self._region set to it."""
+        height, width = plan.rows[-1].cut_hi, plan.columns[-1].cut_hi
+        map_h, map_w = source.shape[:2] if scale == 1 else source.shape[-2:]
         for row in plan.rows:
-            weight_y = axis_weights(row, height, self.feather)[:, None, None]
             for column in plan.columns:
-                window = frame[row.start:row.stop, column.start:column.stop]
-                self._region[:] = [row.stop - row.start, column.stop - column.start,
-                                   (row.cut_lo - row.start,
+                r0, c0 = row.start // scale, column.start // scale
+                r1 = map_h if row.stop == height else min(map_h, -(-row.stop // scale))
+                c1 = map_w if column.stop == width else min(map_w, -(-column.stop // scale))
+                self._region.window = ((r1 - r0) * scale, (c1 - c0) * scale)
+                self._region.own = (row.cut_lo - row.start,
                                     None if row.cut_hi == height else row.cut_hi - row.start,
                                     column.cut_lo - column.start,
-                                    None if column.cut_hi == width else column.cut_hi - column.start)]
-                if total is None:  # measuring one norm's statistics
-                    try:
-                        self._run(window)
-                    except _Measured:
-                        pass
-                    continue
-                result = self._run(window)
-                tile = result[0].float().permute(1, 2, 0).cpu().numpy()
-                weight = weight_y * axis_weights(column, width, self.feather)[None, :, None]
-                total[row.start:row.stop, column.start:column.stop] += tile * weight
+                                    None if column.cut_hi == width else column.cut_hi - column.start)
+                self._region.origin = (row.start, column.start)
+                if scale == 1:
+                    # NCHW, as the Processor runs whole frames: from channels-last input
+                    # oneDNN's convolutions keep channels-last, where the reflection pads and
+                    # phase shuffles of this network were several times slower.
+                    window = frames_to_batch(torch.from_numpy(source[r0:r1, c0:c1])[None].to(self.device),
+                                             self.dtype).contiguous()
+                else:
+                    window = source[..., r0:r1, c0:c1].to(self.dtype)
+                yield row, column, window
+                self._done += 1
+                if self._progress is not None:
+                    self._progress(self._done, self._total)
+
+    def _measure(self, source: Source, scale: int, run: Callable, norm: _StoredStatsNorm,
+                 plan: TilePlan, keep: torch.Tensor | None = None) -> None:
+        norm.start_measuring(keep)
+        for _, _, window in self._windows(source, scale, plan):
+            try:
+                run(window)
+            except _Measured:
+                pass
+        norm.finish_measuring()
+
+    def _kept(self, source: Source, scale: int, run: Callable, norms: list[_StoredStatsNorm],
+              relu: bool, plan: TilePlan, size: tuple[int, int]) -> torch.Tensor:
+        """The whole frame's map (size: its height and width) after the last of `norms` and a
+        ReLU if relu, for a part of the network (run) that ends with that norm: the norms are
+        measured one after the other, and the last one's pass keeps its input, which is then
+        normalised in place."""
+        for norm in norms[:-1]:
+            self._measure(source, scale, run, norm, plan)
+        last = norms[-1]
+        kept = torch.empty((1, len(last.weight), *size), device=self.device)
+        self._measure(source, scale, run, last, plan, keep=kept)
+        factor, shift = last.scale_shift()
+        for band in kept.split(_SUM_ROWS, dim=-2):
+            band.mul_(factor).add_(shift)
+            if relu:
+                band.clamp_min_(0)
+        return kept
+
+    def _write(self, source: Source, scale: int, run: Callable, plan: TilePlan,
+               write: Callable[[torch.Tensor, int, int], object]) -> None:
+        """A pass that hands each tile's own part of run's output, with the row and column of
+        the whole frame's map where it begins, to write."""
+        for _, _, window in self._windows(source, scale, plan):
+            write(*self._region.owned(run(window)))
+
+    def _output(self, source: Source, scale: int, run: Callable, plan: TilePlan) -> np.ndarray:
+        """The output pass: each tile's own part, written into the frame (the part of the last
+        row and column of tiles cut at the frame's edge, where the network padded)."""
+        height, width = plan.rows[-1].cut_hi, plan.columns[-1].cut_hi
+        result = np.empty((height, width, 3), np.uint8)
+
+        def write(part: torch.Tensor, top: int, left: int) -> None:
+            part = part[..., :height - top, :width - left]
+            result[top:top + part.shape[-2], left:left + part.shape[-1]] = batch_to_frames(part)[0].cpu().numpy()
+
+        self._write(source, scale, run, plan, write)
+        return result

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "frame is blended this much with the previous output, moved along the "
                         "input's optical flow where it is reliable; never across scene cuts")
     p.add_argument("--tile_budget", type=float, default=d["tile_budget"],
-                   help="megapixels: larger frames run on overlapping tiles (windows of half this "
+                   help="megapixels: larger frames run on overlapping tiles (windows of a quarter of this "
                         "size) with the whole frame's instance-norm statistics, so memory stays "
                         "bounded; ONNX models are never tiled (0: never tile; default: %(default)s)")
     p.add_argument("--target_fps", type=float, default=None,

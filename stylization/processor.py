@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import config
 from common.errors import fail
@@ -44,6 +45,11 @@ def is_out_of_memory(err: BaseException) -> bool:
     message = str(err)
     return isinstance(err, RuntimeError) and ("out of memory" in message
                                               or "can't allocate memory" in message)
+
+
+def _advance(bar: tqdm, done: int, total: int) -> None:
+    bar.total = total
+    bar.update(done - bar.n)
 
 
 def _size(frame: np.ndarray) -> str:
@@ -223,9 +229,13 @@ class Processor:
             self._tell(f"tiles {frame.shape} {self.tile_pixels}",
                        f"note: {_size(frame)} frames are above --tile_budget "
                        f"{self.tile_pixels / 1e6:.3g} megapixels: stylising them in {plan.count} "
-                       "overlapping tiles with the whole frame's instance-norm statistics")
+                       "overlapping tiles with the whole frame's instance-norm statistics "
+                       f"({self._tiler.passes()} passes over the tiles)")
             try:
-                return self._tiler(frame, self.tile_pixels)
+                # A 48-megapixel photo takes a minute or more on a CPU: a bar over the tiles'
+                # passes says how long (tqdm draws it only on a terminal: disable=None).
+                with tqdm(unit="tile", desc="tiles", leave=False, disable=None) as bar:
+                    return self._tiler(frame, self.tile_pixels, lambda done, total: _advance(bar, done, total))
             except RuntimeError as err:
                 if not is_out_of_memory(err):
                     raise

@@ -105,6 +105,21 @@ def ffmpeg_encoders(exe: str) -> frozenset[str]:
                      if len(line.split()) > 1 and line.startswith(" ") and line.split()[0][0] in "VAS")
 
 
+@functools.lru_cache(maxsize=4)
+def nvenc_opens(exe: str) -> bool:
+    """Whether this FFmpeg can encode H.264 on an NVIDIA GPU here: it lists h264_nvenc (the
+    imageio-ffmpeg build does) and one tiny frame encodes, which needs the GPU's driver. Then a
+    video is encoded on the GPU's encoder and leaves the CPU to decoding and the network."""
+    if "h264_nvenc" not in ffmpeg_encoders(exe):
+        return False
+    probe = [exe, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "color=black:s=256x256",
+             "-frames:v", "1", "-c:v", "h264_nvenc", "-f", "null", "-"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def frame_rate(fps: float) -> Fraction:
     """The exact rate behind a container's float fps: 29.97002997 -> 30000/1001."""
     return Fraction(fps).limit_denominator(1001)
@@ -120,7 +135,9 @@ def ffmpeg_command(exe: str, target: str, fps: float, size: tuple[int, int], fmt
     (config.VIDEO_FORMATS) says, with audio_from's first audio track cut to the video's length."""
     rate = frame_rate(fps)
     video = fmt["video"]
-    if "libx264" in video and "libx264" not in ffmpeg_encoders(exe):
+    if "libx264" in video and nvenc_opens(exe):
+        video = config.H264_NVENC
+    elif "libx264" in video and "libx264" not in ffmpeg_encoders(exe):
         video = config.H264_FALLBACK
     command = [exe, "-hide_banner", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}",

@@ -237,3 +237,26 @@ def test_the_benchmarks_webcam_row_shows_frames_at_most_at_the_sources_rate(tmp_
     rate, source_frames = live_rate(clip, tiny_model, torch.device("cpu"), fps=20, seconds=1.0)
     assert source_frames == 20
     assert 0 < rate <= 20 * 1.2  # a shown frame waits for its source frame
+
+
+@pytest.mark.parametrize("nvenc, listed, encoder", [(True, {"libx264", "h264_nvenc"}, "h264_nvenc"),
+                                                    (False, {"libx264", "h264_nvenc"}, "libx264"),
+                                                    (False, {"mpeg4"}, "mpeg4")])
+def test_h264_goes_to_the_gpu_encoder_where_it_opens(monkeypatch, nvenc, listed, encoder):
+    """MP4s are H.264 from NVIDIA's encoder where it opens, else from libx264, else MPEG-4;
+    AVI stays MJPEG either way."""
+    monkeypatch.setattr(sink_module, "nvenc_opens", lambda exe: nvenc)
+    monkeypatch.setattr(sink_module, "ffmpeg_encoders", lambda exe: frozenset(listed))
+    mp4 = sink_module.ffmpeg_command("ffmpeg", "out.mp4", 30.0, (64, 48), config.VIDEO_FORMATS[".mp4"], None)
+    assert mp4[mp4.index("-c:v") + 1] == encoder
+    avi = sink_module.ffmpeg_command("ffmpeg", "out.avi", 30.0, (64, 48), config.VIDEO_FORMATS[".avi"], None)
+    assert avi[avi.index("-c:v") + 1] == "mjpeg"
+
+
+def test_the_gpu_encoder_probe_is_false_without_an_nvidia_driver():
+    exe = find_ffmpeg()
+    if exe is None:
+        pytest.skip("no FFmpeg")
+    if Path("/proc/driver/nvidia/version").exists():
+        pytest.skip("this machine has an NVIDIA driver")
+    assert sink_module.nvenc_opens(exe) is False

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,7 @@ from conftest import ROOT, run_script, tiny_checkpoint, write_image
 from network import examples_network, original_network
 from network.fast_inference import for_inference
 from network.formats import RangeAdapter, load_model
-from network.tiling import TiledNetwork, axis_weights, plan_axis, receptive_radius
+from network.tiling import TiledNetwork, plan_axis, receptive_radius
 from stylization.jobs import ModelSwitch
 from stylization.processor import Processor, RunOptions
 
@@ -38,22 +39,44 @@ def files_in(folder: Path) -> set[str]:
 
 
 # ----------------------------------------------------------------------------- tiles
-@pytest.mark.parametrize("length, window", [(333, 112), (251, 112), (1000, 300), (90, 112)])
-def test_tile_weights_sum_to_one_and_windows_reach_past_the_cuts(length, window):
-    radius, feather, align = 24, 16, 4
-    spans = plan_axis(length, window, radius, feather, align)
-    total = np.zeros(length)
-    for span in spans:
-        assert span.start % align == 0 and 0 <= span.start <= span.cut_lo < span.cut_hi <= span.stop <= length
-        weight = axis_weights(span, length, feather)
-        total[span.start:span.stop] += weight
-        # Where a tile has weight, its window holds the receptive radius of context, or the frame's edge.
-        has_weight = np.flatnonzero(weight) + span.start
-        assert span.start == 0 or has_weight.min() - span.start >= radius
-        assert span.stop == length or span.stop - 1 - has_weight.max() >= radius
-    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+@pytest.mark.parametrize("length, window", [(333, 112), (251, 112), (1000, 300), (90, 112), (203, 64)])
+def test_tiles_own_the_axis_once_and_windows_reach_past_the_cuts(length, window):
+    radius, align = 24, 4
+    spans = plan_axis(length, window, radius, align)
     assert [s.cut_lo for s in spans[1:]] == [s.cut_hi for s in spans[:-1]]
     assert spans[0].cut_lo == 0 and spans[-1].cut_hi == length
+    for span in spans:
+        assert span.start % align == 0 and span.cut_lo % align == 0
+        assert 0 <= span.start <= span.cut_lo < span.cut_hi <= span.stop <= length
+        # Each window holds the receptive radius of context around its own part, or the edge.
+        assert span.start == 0 or span.cut_lo - span.start >= radius
+        assert span.stop == length or span.stop - span.cut_hi >= radius
+    sizes = [s.stop - s.start for s in spans]
+    assert max(sizes) - min(sizes) < align  # about one window size: memory the allocator reuses
+
+
+@pytest.mark.parametrize("staged", [True, False])
+def test_tiles_with_measured_statistics_equal_the_whole_frame(tmp_path, staged):
+    """Both ways of measuring the norms' statistics over tiles (this project's network in stages
+    with coarse maps kept, or one pass per norm as other layouts are run) give the whole frame's
+    output, and the progress callback counts every tile of every pass."""
+    model = load_model(tiny_checkpoint(tmp_path / "t.pth.tar"))
+    processor = Processor(model, "cpu")
+    frame = np.random.default_rng(3).integers(0, 256, (150, 203, 3), dtype=np.uint8)
+    frame = cv2.GaussianBlur(frame, (0, 0), 3)  # some structure for the norms to measure
+    whole = processor([frame])[0].astype(np.int16)
+    tiler = TiledNetwork(processor.model, model, torch.device("cpu"), staged=staged)
+    assert tiler.staged is staged
+    calls = []
+    tiled = tiler(frame, 8000, lambda done, total: calls.append((done, total))).astype(np.int16)
+    assert tiler.plan(150, 203, 8000).count > 4
+    assert np.abs(tiled - whole).max() <= 1  # float rounding at most
+    assert calls[-1][0] == calls[-1][1] == len(calls)
+
+
+def run_tiler_model(tiler: TiledNetwork, frame: np.ndarray) -> torch.Tensor:
+    """The tiler's network (its norms standing in) on a whole frame."""
+    return tiler.model(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255)
 
 
 def test_receptive_radius_bounds_the_influence_of_a_pixel(tmp_path):
@@ -68,9 +91,9 @@ def test_receptive_radius_bounds_the_influence_of_a_pixel(tmp_path):
     changed[48, 48] = 255 - changed[48, 48]
     with torch.inference_mode():
         tiler._set_mode("record")
-        tiler._run(frame)
+        run_tiler_model(tiler, frame)
         tiler._set_mode("apply")
-        difference = (tiler._run(changed) - tiler._run(frame)).abs().amax(1)[0]
+        difference = (run_tiler_model(tiler, changed) - run_tiler_model(tiler, frame)).abs().amax(1)[0]
     ys, xs = np.nonzero(difference.numpy() > 0)
     reach = max(np.abs(ys - 48).max(), np.abs(xs - 48).max())
     assert radius // 2 <= reach <= radius
@@ -93,11 +116,11 @@ def test_stored_statistics_reproduce_every_layouts_instance_norms(layout):
     with torch.inference_mode():
         expected = model(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255)
         tiler._set_mode("record")
-        tiler._run(frame)
+        run_tiler_model(tiler, frame)
         tiler._set_mode("apply")
         other = np.random.default_rng(2).integers(0, 256, (44, 52, 3), dtype=np.uint8)
-        assert (tiler._run(other) - expected).abs().max() > 1e-3  # stored, not recomputed
-        assert (tiler._run(frame) - expected).abs().max() < 1e-4  # float32 rounding
+        assert (run_tiler_model(tiler, other) - expected).abs().max() > 1e-3  # stored, not recomputed
+        assert (run_tiler_model(tiler, frame) - expected).abs().max() < 1e-4  # float32 rounding
     assert receptive_radius(model)[1] == 4
 
 
@@ -121,13 +144,13 @@ def test_tiled_stylize_equals_untiled_without_seams(tmp_path, tiny_model, sample
     assert "tiles" not in untiled.stderr  # 333x251 is far below the default budget
     tiled = stylize("--content_type", "image", "--source", str(sample_image), "--model_path",
                     str(tiny_model), "--output_dir", str(out), "--output_name", "tiled.png",
-                    "--tile_budget", "0.01")
+                    "--tile_budget", "0.04")
     assert tiled.returncode == 0, tiled.stderr
     assert "overlapping tiles" in tiled.stderr
     whole, pieces = read(out / "whole.png"), read(out / "tiled.png")
     difference = np.abs(whole - pieces).mean(-1)
     assert difference.mean() <= 1.5
-    borders = tile_borders(251, 333, tiny_model, 0.01)
+    borders = tile_borders(251, 333, tiny_model, 0.04)
     assert difference[borders].mean() <= difference[~borders].mean() + 0.05
 
 
