@@ -198,7 +198,8 @@ TILE_WINDOW_SHARE = 0.25
 # benchmarks/stylize_speed.py --compile_cache ...`, docs/stylization_speed.md) building the
 # package of the default network cost a whole process of 120 640x360 frames 28-40 s more than
 # eager, and a compiled batch saved about 0.02 s per frame: it breaks even after about 2000
-# such frames, 460 megapixels. Images, webcams and GPUs (not measured) stay eager.
+# such frames, 460 megapixels. Images and GPUs (not measured) stay eager; a webcam loads a package
+# an earlier --compile True run built for its frame size, and otherwise stays eager.
 COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES = 460
 # Compiled packages (stylization/compile_cache.py), and Inductor's own caches, are kept in
 # $TORCHINDUCTOR_CACHE_DIR when set, else in this folder under the user's cache

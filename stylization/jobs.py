@@ -334,8 +334,13 @@ def build_processors(args: StylizeSettings, models: list[torch.nn.Module], jobs:
     """One Processor per model, compiled where --compile (auto: compile_pays) says."""
     dtype = stylize_precision(args.precision, device)
     batch_size = args.batch_size or default_batch_size(device)
-    compiled = args.compile
-    if compiled == "auto":
+    compiled, cached_only = args.compile, False
+    if compiled == "auto" and ContentType(args.content_type) is ContentType.WEBCAM:
+        # A camera cannot wait a minute for a build, but a package an earlier --compile True
+        # run left for its frame size loads in a second: 15.2 -> 18.9 frames/s on 2 AVX2
+        # cores, 21.8 -> 30.0 with native bf16 (docs/speed.md).
+        compiled = cached_only = device.type == "cpu" and find_compiler() is not None
+    elif compiled == "auto":
         ids = [compile_cache.model_id(model) for model in models]
         compiled = compile_pays(ContentType(args.content_type), jobs, args.max_size, device,
                                 warm=lambda size: all(compile_cache.is_warm(
@@ -344,7 +349,7 @@ def build_processors(args: StylizeSettings, models: list[torch.nn.Module], jobs:
         if compiled:
             notes.append("compiling the network for these videos (--compile auto): the first "
                          "frames wait for the compiler")
-    return [build_processor(model, device, args.precision, batch_size, args.tile_budget, compiled)
+    return [build_processor(model, device, args.precision, batch_size, args.tile_budget, compiled, cached_only)
             for model in models]
 
 

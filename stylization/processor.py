@@ -77,7 +77,9 @@ class RunOptions:
     around every layer). channels_last: NHWC memory for the network's input. compile: run
     FramesToFrames compiled ahead of time by AOTInductor, one package per batch shape kept across
     runs (stylization/compile_cache.py); the first batch of a new shape waits for its build (a
-    failed build is one note, and the run goes on eager). batch_size: how many frames a video
+    failed build is one note, and the run goes on eager). cached_only (with compile): only
+    shapes whose package an earlier run left are compiled, by loading it; others run eager and
+    never wait for a build (--compile auto on a webcam). batch_size: how many frames a video
     pipeline hands over per call. guard_precision (--precision auto): the first batch also runs
     in float32, and a reduced dtype that strays too far from it is dropped for float32
     (stylization/precision_guard.py). tile_budget: frames of more megapixels run on tiles
@@ -86,6 +88,7 @@ class RunOptions:
     dtype: torch.dtype | None = None
     channels_last: bool = False
     compile: bool = False
+    cached_only: bool = False
     batch_size: int = 1
     guard_precision: bool = False
     tile_budget: float | None = None
@@ -117,7 +120,10 @@ class Processor:
         self.batch_size = options.batch_size
         self.memory_format = (torch.channels_last if options.channels_last
                               else torch.contiguous_format)
-        fast = for_inference(model, compiled=options.compile)
+        self.cached_only = options.cached_only
+        # The compiler's kernels where anything may be built; eager ones where only cached
+        # packages are loaded (they hold their own) and the other shapes run eager.
+        fast = for_inference(model, compiled=options.compile and not options.cached_only)
         self._reference = None  # the float32 model while the precision is still to be checked
         if options.guard_precision and self.dtype != torch.float32:
             # Copied before .to(dtype), which converts a module in place; a model without
@@ -140,6 +146,9 @@ class Processor:
         if shape not in self._steps:
             key = compile_cache.compile_key(self._model_id, self.dtype, self.device, shape[1:3],
                                             shape[0])
+            if self.cached_only and not compile_cache.is_warm(key):
+                self._steps[shape] = self._eager
+                return self._eager(frames)
             try:
                 self._steps[shape], built = compile_cache.compiled_step(self._eager, frames, key)
             except Exception as err:  # noqa: BLE001 - the compilers raise many types
@@ -267,10 +276,11 @@ class Processor:
 
 
 def build_processor(model: torch.nn.Module, device: torch.device, precision: str, batch_size: int | None,
-                    tile_budget: float | None, compile: bool = False) -> Processor:
+                    tile_budget: float | None, compile: bool = False, cached_only: bool = False) -> Processor:
     """The Processor stylize.py runs a model with: --precision by name (auto: with its guard),
-    --batch_size (None: the device's), --tile_budget (0 or None: never tile), --compile."""
+    --batch_size (None: the device's), --tile_budget (0 or None: never tile), --compile (and
+    cached_only: compiled only from packages already built)."""
     return Processor(model, device, RunOptions(
         dtype=stylize_precision(precision, device), channels_last=config.STYLIZE_CHANNELS_LAST,
-        compile=compile, batch_size=batch_size or default_batch_size(device),
+        compile=compile, cached_only=cached_only, batch_size=batch_size or default_batch_size(device),
         guard_precision=precision == "auto", tile_budget=tile_budget or None))

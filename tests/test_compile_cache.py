@@ -172,3 +172,26 @@ def test_a_failed_build_is_one_note_and_the_run_goes_on_eager(tmp_path, monkeypa
     assert all(np.array_equal(a, b) for a, b in zip(got, eager + eager))
     assert not processor.compiled
     assert capsys.readouterr().err.count("compiling the network failed (C++ compile failed)") == 1
+
+
+def test_cached_only_loads_a_built_package_and_runs_other_sizes_eager(tmp_path, monkeypatch):
+    """--compile auto on a webcam: a frame size an earlier run compiled loads its package; any
+    other size runs eager at once, nothing is built."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    built, loaded = [], []
+    monkeypatch.setattr(compile_cache, "_build", lambda step, example, path: built.append(path))
+    eager = Processor(network(0), "cpu")
+    monkeypatch.setattr(compile_cache, "_load", lambda path: (
+        lambda x: (loaded.append(path), eager._eager(x))[1]))
+    rng = np.random.default_rng(0)
+    small = [rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)]
+    other = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)]
+    package = compile_cache.package_path(compile_cache.compile_key(
+        compile_cache.model_id(network(0)), torch.float32, CPU, (24, 40), 1))
+    package.parent.mkdir(parents=True)
+    package.write_bytes(b"built by an earlier run")
+    processor = Processor(network(0), "cpu", RunOptions(compile=True, cached_only=True))
+    for frames in (small, other, small, other):
+        assert np.array_equal(processor(frames)[0], eager(frames)[0])
+    assert loaded == [package] * 2 and built == [] and not processor.built
+    assert len(list(package.parent.iterdir())) == 1  # nothing written for the other size

@@ -422,3 +422,17 @@ def test_compile_auto_compiles_only_videos_on_a_cpu_with_enough_pixels(tmp_path,
     monkeypatch.setattr(config, "COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES", 0)
     monkeypatch.setattr(stylize_jobs, "find_compiler", lambda: None)
     assert not stylize_jobs.compile_pays(video, jobs, None, cpu)
+
+
+@pytest.mark.parametrize("compiler, content_type, cached_only", [
+    ("/usr/bin/g++", "webcam", True), (None, "webcam", False), ("/usr/bin/g++", "image", False)])
+def test_compile_auto_on_a_webcam_only_loads_cached_packages(tiny_model, monkeypatch, compiler,
+                                                              content_type, cached_only):
+    from stylization import jobs as stylize_jobs
+    from stylization.settings import stylize_settings
+
+    monkeypatch.setattr(stylize_jobs, "find_compiler", lambda: compiler)
+    args = stylize_settings(content_type=content_type, source="0", model_path=[str(tiny_model)],
+                            compile="auto")
+    (processor,) = stylize_jobs.build_processors(args, [load_model(tiny_model)], [], torch.device("cpu"), [])
+    assert processor.cached_only is cached_only and processor.compiled is cached_only
