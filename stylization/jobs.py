@@ -337,7 +337,7 @@ def build_processors(args: StylizeSettings, models: list[torch.nn.Module], jobs:
     compiled, cached_only = args.compile, False
     if compiled == "auto" and ContentType(args.content_type) is ContentType.WEBCAM:
         # A camera cannot wait a minute for a build, but a package an earlier --compile True
-        # run left for its frame size loads in a second: 15.2 -> 18.9 frames/s on 2 AVX2
+        # run left for its frame size loads in a second: 16.7 -> 19.7 frames/s on 2 AVX2
         # cores, 21.8 -> 30.0 with native bf16 (docs/speed.md).
         compiled = cached_only = device.type == "cpu" and find_compiler() is not None
     elif compiled == "auto":
