@@ -120,8 +120,8 @@ def main() -> None:
     if not args.skip_memory:
         print(f"\n{args.megapixels:g}-megapixel photo, stylize.py on the CPU, no --max_size")
         peak, seconds, note = peak_memory(args.model_path, photo, args.megapixels)
-        print(f"| peak memory (GB) | seconds | note |\n|---|---|---|\n| {peak:.2f} | {seconds:.0f} | {note} |",
-              flush=True)
+        print("| peak memory (GB) | seconds | note |\n|---|---|---|")
+        print(f"| {peak:.2f} | {seconds:.0f} | {note} |", flush=True)
     height = args.side * 3 // 4
     print(f"\ntiled (--tile_budget {args.budget}) against untiled, {args.side}x{height} photo, "
           "0-255 units")
