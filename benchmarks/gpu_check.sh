@@ -13,7 +13,7 @@
 #      on NVENC where it opens, audio mux), whole processes, default and fast network;
 #   4. train.py steps/s at 256 and 512 px (benchmarks/train_speed.py), fp16, bf16 and fp32;
 #   5. torchrun with NCCL, one process per GPU: train.py stopped by SIGTERM after its first
-#      checkpoint, then resumed with --load_model True and stopped again;
+#      checkpoint (an epoch's end or --save_freq), then resumed with --load_model True and stopped again;
 #   6. ONNX Runtime's CUDA provider: the default network exported, stylize.py on the clip.
 #
 # Inputs are made in WORK_DIR (default: a new temporary folder): the clip (FFmpeg's test
@@ -160,14 +160,14 @@ for size in 256 512; do
         "${TRAIN_STEPS[@]}" --precisions fp16 bf16 fp32
 done
 
-step "torchrun, $PROCESSES processes, SIGTERM and resume" 75 bash -c "
+step "torchrun, $PROCESSES processes, SIGTERM and resume" 90 bash -c "
 gpus=$PROCESSES
 train=(train.py --device $DEVICE --content_dir '$WORK/photos' --style_path '$WORK/style.jpg' --loss_net_path '$WORK/vgg16.pth' --model_dir '$WORK/models' --model_name check.pth.tar --train_output_dir '$WORK/train_out' --img_size 256 --batch_size 4 --save_freq 10 --epochs 50)
 for round in 1 2; do
     extra=(); [ \$round -eq 2 ] && extra=(--load_model True)
-    torchrun --standalone --nproc_per_node \$gpus \"\${train[@]}\" \"\${extra[@]}\" > '$WORK/torchrun'\$round.log 2>&1 &
+    $PY -m torch.distributed.run --standalone --nproc_per_node \$gpus \"\${train[@]}\" \"\${extra[@]}\" > '$WORK/torchrun'\$round.log 2>&1 &
     pid=\$!
-    for i in \$(seq 60); do sleep 1; [ \$round -eq 1 ] && ls '$WORK/models/'*step* >/dev/null 2>&1 && break; [ \$round -eq 2 ] && [ \$i -ge 20 ] && break; done
+    for i in \$(seq 60); do sleep 1; [ \$round -eq 1 ] && ls '$WORK/models/'*.pth.tar >/dev/null 2>&1 && break; [ \$round -eq 2 ] && [ \$i -ge 20 ] && break; done
     kill -TERM \$pid; wait \$pid; rc=\$?
     echo \"round \$round (\$gpus processes): exit \$rc after SIGTERM\"; grep -a -E 'resuming|interrupted|Error' '$WORK/torchrun'\$round.log | head -n 5
 done
