@@ -358,9 +358,9 @@ class TiledNetwork:
             model, scale = self.model, self.model.multiple
             # The coarsest map's size: the frame padded as pad_to_fit pads it, over the stride.
             size = tuple(max(-(-side // scale) * scale, model.min_side) // scale for side in frame.shape[:2])
-            last = model.down[-1] if len(model.down) else model.stem
-            coarse = self._kept(frame, 1, model.front, _norms_in(nn.Sequential(model.stem, model.down)),
-                                _relu_follows(last), plan, size)
+            front_end = model.down[-1] if len(model.down) else model.stem
+            coarse = self._kept(frame, 1, model.front, _norms_in(model.stem) + _norms_in(model.down),
+                                _relu_follows(front_end), plan, size)
             for block in model.res:
                 *inner, last = block.body
                 hidden = coarse

@@ -197,13 +197,19 @@ def write_sheet(sheet: Sheet, labels: list[str], max_size: int | None, report: R
         report.saved.append(write_contact_sheet(sheet.output, cells))
 
 
+def compiles_here(device: torch.device) -> bool:
+    """Whether --compile auto may compile at all: on a CPU (GPUs not measured) with a C++
+    compiler for Inductor's kernels."""
+    return device.type == "cpu" and find_compiler() is not None
+
+
 def compile_pays(content_type: ContentType, jobs: list[Job], max_size: int | None,
                  device: torch.device, warm: Callable[[tuple[int, int]], bool] | None = None) -> bool:
     """What --compile auto means for these jobs: video files on a CPU with a compiler, holding
     config.COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES in all (README, Stylization speed), or
     COMPILE_AUTO_WARM_MIN_MEGAPIXEL_FRAMES when warm((height, width)) says an earlier run
     compiled every video's frame size (stylization/compile_cache.py)."""
-    if content_type != ContentType.VIDEO or device.type != "cpu" or find_compiler() is None:
+    if content_type != ContentType.VIDEO or not compiles_here(device):
         return False
     megapixels, all_warm = 0.0, warm is not None
     for job in jobs:
@@ -339,7 +345,7 @@ def build_processors(args: StylizeSettings, models: list[torch.nn.Module], jobs:
         # A camera cannot wait a minute for a build, but a package an earlier --compile True
         # run left for its frame size loads in a second: 16.7 -> 19.7 frames/s on 2 AVX2
         # cores, 21.8 -> 30.0 with native bf16 (docs/speed.md).
-        compiled = cached_only = device.type == "cpu" and find_compiler() is not None
+        compiled = cached_only = compiles_here(device)
     elif compiled == "auto":
         ids = [compile_cache.model_id(model) for model in models]
         compiled = compile_pays(ContentType(args.content_type), jobs, args.max_size, device,

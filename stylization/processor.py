@@ -111,7 +111,7 @@ class Processor:
         self.device = torch.device(device)
         self.tile_pixels = options.tile_budget * 1e6 if options.tile_budget else None
         self._source_model = model  # the plain layers, for the tiles' receptive radius
-        # before any rounding
+        # From the weights as given, before .to(dtype) below rounds them.
         self._model_id = compile_cache.model_id(model) if options.compile else None
         self._tiler: TiledNetwork | None = None
         self._max_batch: int | None = None
