@@ -238,3 +238,20 @@ def test_a_second_tab_works_beside_the_first_and_huge_uploads_are_refused(browse
     answer = httpx.post(f"{server}api/photo", data={"styles": "mosaic_fast"},
                         files={"file": ("huge.jpg", huge, "image/jpeg")}, timeout=120)
     assert answer.status_code == 413 and "larger than this page takes" in answer.json()["detail"]
+
+
+def test_a_stopped_runs_exit_does_not_mark_its_resumed_run_failed(tmp_path):
+    """Stop, then Resume at once: the stopped run's watcher may see its run's end only after
+    the resumed run has started, and that exit status (an interrupted run's) must not become
+    the job's. Here that order is made certain: the resumed run is running when the watcher of
+    the first, which exited with status 1, looks."""
+    from webapp.training import TrainingBoard, TrainJob
+
+    board = TrainingBoard(tmp_path, tmp_path, None, None)
+    job = board.jobs["j"] = TrainJob("mine", tmp_path, ["sh", "-c", "sleep 5"], 1.0)
+    stopped = subprocess.Popen(["sh", "-c", "exit 1"], stdout=subprocess.PIPE)
+    board._launch(job, [])  # the resumed run
+    board._watch(job, stopped)
+    assert job.state == "running" and job.error is None
+    board.stop("j")
+    assert job.state == "stopped"

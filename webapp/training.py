@@ -110,18 +110,20 @@ class TrainingBoard:
         job.state, job.error = "running", None
         job.process = subprocess.Popen(job.command + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        cwd=ROOT, bufsize=0)
-        threading.Thread(target=self._watch, args=(job,), daemon=True).start()
+        threading.Thread(target=self._watch, args=(job, job.process), daemon=True).start()
 
-    def _watch(self, job: TrainJob) -> None:
-        """Read the run's output for its time left and its errors; finalise it when it ends."""
+    def _watch(self, job: TrainJob, process: subprocess.Popen) -> None:
+        """Read one run's output for its time left and its errors; finalise the job when it
+        ends. A run that was stopped, or that a resumed run has replaced, leaves the job alone:
+        its exit status (that of an interrupted run) is not the job's."""
         tail = ""
-        while chunk := job.process.stdout.read(4096):
+        while chunk := process.stdout.read(4096):
             tail = (tail + chunk.decode(errors="replace"))[-4096:]
             if found := LEFT.findall(tail):
                 minutes, seconds = found[-1]
                 job.seconds_left = int(minutes) * 60 + int(seconds)
-        code = job.process.wait()
-        if job.state == "stopped":
+        code = process.wait()
+        if job.state == "stopped" or job.process is not process:
             return
         if code != 0:
             errors = [line for line in re.split(r"[\r\n]", tail) if line.startswith("error:")]
