@@ -189,8 +189,9 @@ SMOOTH_DETAIL = {"sigma": 2.0, "share": 0.5, "max_gain": 2.0}
 # keeps 4K UHD frames (8.3 megapixels) whole, and holds a 48-megapixel photo under 4 GB on the
 # CPU in float32 (docs/tiling.md).
 # A tile's window holds this share of --tile_budget's pixels: the frame, the maps kept between
-# passes and the allocator's slack take the rest. On a 48-megapixel photo (default network, 2 AVX2
-# cores, float32) the tiles took 93 s and 2.7 GB with a quarter, 122 s and 3.2 GB with a half.
+# passes and the allocator's slack take the rest. A quarter was both faster and smaller than a
+# half on a 48-megapixel photo (default network, 2 AVX2 cores, float32); the default's time and
+# memory: docs/tiling.md.
 TILE_WINDOW_SHARE = 0.25
 
 # --compile auto compiles only for video files on a CPU holding at least this many megapixels
