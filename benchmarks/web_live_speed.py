@@ -12,6 +12,11 @@ a Python client, two in flight as the page keeps them, no browser (what the serv
 the page's rate below it is the browser's share of the processor). stylize.py's webcam path:
 benchmarks/stylize_speed.live_rate (stylize_live and the Processor stylize.py builds for a
 camera, fed the same frames at 30 frames/s, no window).
+
+Eager on all three paths (app.py gets an empty compile cache) unless --compile_cache DIR: then
+stylize.py's webcam path runs as with `--compile True` (its package for the camera's frame size
+built into DIR first if missing, measured first), and app.py is started with that cache, from
+which the page's camera loads the same package (as it does after such a run).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import contextlib
 import io
 import itertools
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -52,15 +58,18 @@ def camera_clip(video: Path, folder: Path, seconds: float) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def app_server(model: Path):
-    """`python app.py` serving a models folder that holds only model; yields its port."""
-    with tempfile.TemporaryDirectory() as models, socket.socket() as probe:
+def app_server(model: Path, compile_cache: Path | None):
+    """`python app.py` serving a models folder that holds only model, with compile_cache as its
+    Inductor cache (None: an empty one); yields its port."""
+    with tempfile.TemporaryDirectory() as models, tempfile.TemporaryDirectory() as empty, \
+            socket.socket() as probe:
         shutil.copy(model, Path(models) / model.name)
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
         probe.close()
         server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--models_dir",
-                                   models, "--open_browser", "False"], stdout=subprocess.PIPE, text=True)
+                                   models, "--open_browser", "False"], stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(compile_cache or empty)})
         server.stdout.readline()
         try:
             yield port
@@ -69,7 +78,7 @@ def app_server(model: Path):
             server.wait()
 
 
-def client_rate(model: Path, mp4: Path, seconds: float, warmup: float) -> float:
+def client_rate(model: Path, mp4: Path, seconds: float, warmup: float, compile_cache: Path | None) -> float:
     """Frames/s app.py's live socket answers to a Python client (JPEG frames of mp4's first ten
     seconds, quality 85 as the page sends them, two in flight), counted after the first
     warmup x FPS answers."""
@@ -104,14 +113,14 @@ def client_rate(model: Path, mp4: Path, seconds: float, warmup: float) -> float:
         await socket_.close()
         return rate
 
-    with app_server(model) as port:
+    with app_server(model, compile_cache) as port:
         return asyncio.run(exchange(port))
 
 
-def page_rate(model: Path, y4m: Path, seconds: float, warmup: float) -> float:
+def page_rate(model: Path, y4m: Path, seconds: float, warmup: float, compile_cache: Path | None) -> float:
     from playwright.sync_api import sync_playwright
 
-    with app_server(model) as port:
+    with app_server(model, compile_cache) as port:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=[
                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -142,17 +151,23 @@ def main() -> None:
     p.add_argument("--video", required=True, help="a clip to play as the camera")
     p.add_argument("--seconds", type=float, default=20.0, help="how long each is measured")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds left out first on the page")
+    p.add_argument("--compile_cache", metavar="DIR", help="compiled on every path, from this cache")
     args = p.parse_args()
+    cache = Path(args.compile_cache).resolve() if args.compile_cache else None
     cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
         ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
     with tempfile.TemporaryDirectory() as folder:
         mp4, y4m = camera_clip(Path(args.video), Path(folder), args.seconds + args.warmup + 10)
-        web = page_rate(Path(args.model), y4m, args.seconds, args.warmup)
-        served = client_rate(Path(args.model), mp4, args.seconds, args.warmup)
-        keep_freed_memory()
         import torch
-        shown, _ = live_rate(mp4, Path(args.model), torch.device("cpu"), FPS, args.seconds)
-    print(f"\n{cpu}, 640x360 camera at {FPS} frames/s, {Path(args.model).name}, {args.seconds:g} s each\n")
+        keep_freed_memory()  # as stylize.py does, for live_rate in this process
+        if cache is not None:  # first, so that the package is there for the page
+            shown, _ = live_rate(mp4, Path(args.model), torch.device("cpu"), FPS, args.seconds, cache)
+        web = page_rate(Path(args.model), y4m, args.seconds, args.warmup, cache)
+        served = client_rate(Path(args.model), mp4, args.seconds, args.warmup, cache)
+        if cache is None:
+            shown, _ = live_rate(mp4, Path(args.model), torch.device("cpu"), FPS, args.seconds)
+    how = "compiled (--compile_cache)" if cache else "eager"
+    print(f"\n{cpu}, 640x360 camera at {FPS} frames/s, {Path(args.model).name}, {how}, {args.seconds:g} s each\n")
     print("| path | frames/s shown |")
     print("| :-- | --: |")
     print(f"| stylize.py --content_type webcam (stylize_live) | {shown:.1f} |")

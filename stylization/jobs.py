@@ -33,10 +33,11 @@ from stylization.content_source.base import scale_within
 from stylization.pacing import SizePacer
 from stylization.paths import Job, Sheet, find_inputs, find_models, model_labels, plan_outputs
 from stylization.pipeline import stylize_live, stylize_stream
-from stylization.processor import Processor, build_processor, default_batch_size, stylize_precision
+from stylization.processor import (Processor, build_processor, compiles_here, default_batch_size,
+                                   stylize_precision)
 from stylization.sink import (Display, ImageSink, VideoSink, display_available,
                               write_contact_sheet)
-from common.devices import find_compiler, keep_freed_memory, resolve_device
+from common.devices import keep_freed_memory, resolve_device
 from common.errors import DiskFull, fail, UserError
 from common.images import load_image
 from network.formats import load_model
@@ -195,12 +196,6 @@ def write_sheet(sheet: Sheet, labels: list[str], max_size: int | None, report: R
               for job in sheet.parts if job.output is not None and job.output.exists()]
     if len(cells) > 2:
         report.saved.append(write_contact_sheet(sheet.output, cells))
-
-
-def compiles_here(device: torch.device) -> bool:
-    """Whether --compile auto may compile at all: on a CPU (GPUs not measured) with a C++
-    compiler for Inductor's kernels."""
-    return device.type == "cpu" and find_compiler() is not None
 
 
 def compile_pays(content_type: ContentType, jobs: list[Job], max_size: int | None,

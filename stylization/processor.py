@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 import config
+from common.devices import find_compiler
 from common.errors import fail
 from common.images import batch_to_frames, frames_to_batch
 from common.precision import has_native_bf16_cpu, resolve_precision
@@ -273,6 +274,12 @@ class Processor:
                 result = (self._compiled if self.compiled else self._eager)(batch)
             result = result.cpu().numpy()
         return list(result[:count])
+
+
+def compiles_here(device: torch.device) -> bool:
+    """Whether --compile auto may compile at all: on a CPU (GPUs not measured) with a C++
+    compiler for Inductor's kernels."""
+    return device.type == "cpu" and find_compiler() is not None
 
 
 def build_processor(model: torch.nn.Module, device: torch.device, precision: str, batch_size: int | None,

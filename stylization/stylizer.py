@@ -29,7 +29,7 @@ from stylization.blend import Look
 from stylization.content_source.base import scale_within
 from stylization.content_source.video import VideoSource
 from stylization.pipeline import stylize_stream
-from stylization.processor import build_processor
+from stylization.processor import build_processor, compiles_here
 from stylization.sink import VideoSink
 
 # (frames done, frames in all or None) after each batch of a video
@@ -53,15 +53,20 @@ class StyleOptions:
 
 
 class Stylizer:
-    """One model file, loaded once on device ("auto": CUDA when present)."""
+    """One model file, loaded once on device ("auto": CUDA when present). camera: its frames
+    come from a live camera (the page's), run as stylize.py's webcam path runs them: compiled
+    where an earlier `stylize.py --compile True` run left a package for the frame size, else
+    eager at once (nothing is built while the camera waits)."""
 
-    def __init__(self, model_path: str | Path, options: StyleOptions | None = None, device: str = "auto"):
+    def __init__(self, model_path: str | Path, options: StyleOptions | None = None, device: str = "auto",
+                 camera: bool = False):
         self.options = options or StyleOptions()
         self.device = resolve_device(device)
         self.model_path = Path(model_path)
+        cached = camera and compiles_here(self.device)
         self.processor = build_processor(load_model(model_path, self.device), self.device,
                                          self.options.precision, self.options.batch_size,
-                                         self.options.tile_budget)
+                                         self.options.tile_budget, compile=cached, cached_only=cached)
 
     def image(self, picture: np.ndarray | Image.Image, options: StyleOptions | None = None,
               ) -> np.ndarray | Image.Image:

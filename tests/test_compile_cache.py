@@ -21,6 +21,7 @@ from conftest import ROOT, TINY_NETWORK, write_video
 from network.style_network import StylizingNetwork
 from stylization import compile_cache
 from stylization import jobs as stylize_jobs
+from stylization import processor as processor_module
 from stylization.enum_class import ContentType
 from stylization.paths import Job
 from stylization.processor import Processor, RunOptions
@@ -64,7 +65,7 @@ def test_the_compile_key_follows_what_the_compiled_package_depends_on():
 
 def test_compile_auto_compiles_a_short_clip_once_its_shape_is_warm(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(stylize_jobs, "find_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.setattr(processor_module, "find_compiler", lambda: "/usr/bin/g++")
     clip = write_video(tmp_path / "clip.mp4", frames=12, width=96, height=64)
     jobs = [Job(str(clip), None)]
     megapixels = 12 * 96 * 64 / 1e6

@@ -405,13 +405,14 @@ def test_real_time_on_a_virtual_display(tmp_path, tiny_model, sample_video, virt
 
 def test_compile_auto_compiles_only_videos_on_a_cpu_with_enough_pixels(tmp_path, monkeypatch):
     from stylization import jobs as stylize_jobs
+    from stylization import processor as processor_module
     from stylization.paths import Job
 
     clip = write_video(tmp_path / "clip.mp4", frames=12, width=96, height=64)
     jobs = [Job(str(clip), None), Job(str(tmp_path / "missing.mp4"), None)]  # the bad one is skipped
     cpu, video = torch.device("cpu"), ContentType.VIDEO
     megapixels = 12 * 96 * 64 / 1e6
-    monkeypatch.setattr(stylize_jobs, "find_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.setattr(processor_module, "find_compiler", lambda: "/usr/bin/g++")
     monkeypatch.setattr(config, "COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES", megapixels * 0.9)
     assert stylize_jobs.compile_pays(video, jobs, None, cpu)
     assert not stylize_jobs.compile_pays(video, jobs, 48, cpu)  # --max_size shrinks the work
@@ -420,7 +421,7 @@ def test_compile_auto_compiles_only_videos_on_a_cpu_with_enough_pixels(tmp_path,
     monkeypatch.setattr(config, "COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES", megapixels * 1.1)
     assert not stylize_jobs.compile_pays(video, jobs, None, cpu)
     monkeypatch.setattr(config, "COMPILE_AUTO_MIN_MEGAPIXEL_FRAMES", 0)
-    monkeypatch.setattr(stylize_jobs, "find_compiler", lambda: None)
+    monkeypatch.setattr(processor_module, "find_compiler", lambda: None)
     assert not stylize_jobs.compile_pays(video, jobs, None, cpu)
 
 
@@ -429,9 +430,10 @@ def test_compile_auto_compiles_only_videos_on_a_cpu_with_enough_pixels(tmp_path,
 def test_compile_auto_on_a_webcam_only_loads_cached_packages(tiny_model, monkeypatch, compiler,
                                                               content_type, cached_only):
     from stylization import jobs as stylize_jobs
+    from stylization import processor as processor_module
     from stylization.settings import stylize_settings
 
-    monkeypatch.setattr(stylize_jobs, "find_compiler", lambda: compiler)
+    monkeypatch.setattr(processor_module, "find_compiler", lambda: compiler)
     args = stylize_settings(content_type=content_type, source="0", model_path=[str(tiny_model)],
                             compile="auto")
     (processor,) = stylize_jobs.build_processors(args, [load_model(tiny_model)], [], torch.device("cpu"), [])

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import write_image
+from stylization import processor as processor_module
 from stylization.stylizer import StyleOptions, Stylizer
 
 
@@ -39,3 +41,18 @@ def test_a_folder_is_stylised_file_by_file(tmp_path, tiny_model):
     written = Stylizer(tiny_model, device="cpu").folder(tmp_path / "in", tmp_path / "out")
     assert sorted(p.name for p in written) == ["p0_tiny.png", "p1_tiny.png", "p2_tiny.png"]
     assert Image.open(written[1]).size == (41, 30)
+
+
+@pytest.mark.parametrize("compiler", ["/usr/bin/g++", None])
+def test_camera_frames_use_packages_an_earlier_run_built_and_never_build(tmp_path, tiny_model, monkeypatch,
+                                                                         compiler):
+    """The page's live camera runs as stylize.py's webcam path: packages only from the cache
+    (where a compiler could have built them), frames identical to eager ones either way."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(processor_module, "find_compiler", lambda: compiler)
+    camera = Stylizer(tiny_model, device="cpu", camera=True)
+    assert camera.processor.cached_only is (compiler is not None)
+    assert camera.processor.compiled is (compiler is not None)
+    frame = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    assert np.array_equal(camera.image(frame), Stylizer(tiny_model, device="cpu").image(frame))
+    assert not camera.processor.built

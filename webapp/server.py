@@ -237,7 +237,7 @@ def add_live_route(app: FastAPI, server: Server) -> None:
                     continue
                 style = settings["style"]
                 if style not in stylizers:
-                    stylizers[style] = Stylizer(server.model_file(style))
+                    stylizers[style] = Stylizer(server.model_file(style), camera=True)
                 reply = await asyncio.get_running_loop().run_in_executor(
                     server.live_thread, live_frame, stylizers[style], message["bytes"], settings["strength"])
                 await socket.send_bytes(reply)
