@@ -15,7 +15,7 @@ output is to the untiled one.
    the same on the tile borders (8 pixels either side of a cut) and inside the tiles: a seam
    would make the borders differ more than the insides. Per method: "staged" (what stylize.py
    does: coarse maps kept between passes) and "per_norm" (every norm measured from the frame,
-   what other projects' layouts get), with the time tiled / untiled.
+   as before), with the time tiled / untiled.
 """
 from __future__ import annotations
 

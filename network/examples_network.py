@@ -47,8 +47,14 @@ class SkipBlock(nn.Module):
         self.conv2 = PaddedConv(channels, channels, KERNEL)
         self.in2 = nn.InstanceNorm2d(channels, affine=True)
 
+    def first(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.in1(self.conv1(x)))
+
+    def second(self, x: torch.Tensor) -> torch.Tensor:
+        return self.in2(self.conv2(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.in2(self.conv2(F.relu(self.in1(self.conv1(x)))))
+        return x + self.second(self.first(x))
 
 
 class ExamplesNetwork(nn.Module):
@@ -72,11 +78,22 @@ class ExamplesNetwork(nn.Module):
         self.in5 = nn.InstanceNorm2d(small, affine=True)
         self.deconv3 = PaddedConv(small, 3, OUTER_KERNEL)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def front(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers down to the coarsest map."""
         x = F.relu(self.in1(self.conv1(x)))
         x = F.relu(self.in2(self.conv2(x)))
-        x = F.relu(self.in3(self.conv3(x)))
-        x = self.res5(self.res4(self.res3(self.res2(self.res1(x)))))
+        return F.relu(self.in3(self.conv3(x)))
+
+    def blocks(self) -> list[SkipBlock]:
+        return [getattr(self, f"res{index}") for index in range(1, RES_BLOCKS + 1)]
+
+    def back(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers from the coarsest map up to the output."""
         x = F.relu(self.in4(self.deconv1(x)))
         x = F.relu(self.in5(self.deconv2(x)))
         return self.deconv3(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In parts so that network/tiling.py can keep the coarse maps between them; the blocks
+        # spelled out, which TorchScript (python -m network.export) can compile.
+        return self.back(self.res5(self.res4(self.res3(self.res2(self.res1(self.front(x)))))))

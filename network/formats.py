@@ -39,12 +39,18 @@ class RangeAdapter(nn.Module):
         self.scale = float(value_range[1] - value_range[0])
         self.min_side = min_side
 
+    def into_range(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.offset
+
+    def out_of_range(self, y: torch.Tensor) -> torch.Tensor:
+        return ((y - self.offset) / self.scale).clamp(0, 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         # Only frames smaller than min_side are padded: the foreign networks keep their own
         # rounding of other sizes, so they give what their projects gave, cropped.
-        y = self.net(pad_to_fit(x, 1, self.min_side) * self.scale + self.offset)
-        return ((y - self.offset) / self.scale).clamp(0, 1)[..., :height, :width]
+        y = self.net(self.into_range(pad_to_fit(x, 1, self.min_side)))
+        return self.out_of_range(y)[..., :height, :width]
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,14 @@ class PlainBlock(nn.Module):
         self.conv1 = ConvNorm(channels, channels)
         self.conv2 = ConvNorm(channels, channels)
 
+    def first(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv1(x))
+
+    def second(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(F.relu(self.conv1(x)))
+        return self.second(self.first(x))
 
 
 class UpBlock(nn.Module):
@@ -72,12 +78,22 @@ class OriginalNetwork(nn.Module):
         self.up_blocks = nn.ModuleList([UpBlock(last, middle), UpBlock(middle, first)])
         self.final_block = ConvNorm(first, 3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def front(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers down to the coarsest map."""
         x = F.relu(self.initial_block(x))
         for block in self.down_blocks:
             x = F.relu(block(x))
-        for block in self.res_blocks:
-            x = block(x)
+        return x
+
+    def back(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers from the coarsest map up to the output."""
         for block in self.up_blocks:
             x = F.relu(block(x))
         return torch.tanh(self.final_block(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In parts so that network/tiling.py can keep the coarse maps between them.
+        x = self.front(x)
+        for block in self.res_blocks:
+            x = block(x)
+        return self.back(x)

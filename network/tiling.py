@@ -9,21 +9,24 @@ it. A norm's statistics can then be summed over the tiles, each tile adding its 
 (non-overlapping) part, once the norms before it have theirs: they are measured one after the
 other, in passes over the tiles that stop at the norm being measured.
 
-TiledNetwork cuts this project's network (network/style_network.py) where its maps are
-smallest, and keeps those maps whole between the passes:
+TiledNetwork cuts a network where its maps are smallest (this project's, network/style_network.py,
+and the other projects' layouts it runs: network/examples_network.py, original_network.py; all
+three go down twice or more, through residual blocks, and back up), and keeps those maps whole
+between the passes:
 
 1. front, frame to the coarsest map (1/16 of the pixels): one pass per norm; the last one's pass
    also keeps its input, for the whole frame, which is then normalised in place;
-2. residual blocks: the first convolution layer runs once over tiles of the kept map, keeping
-   its output before the norm, whose statistics that same pass sums (norm and ReLU are then
-   applied in place); the second runs twice, once to measure its norm and once to add its
-   output to the block's input map, tile by tile: two coarse maps at a time;
+2. blocks: the first convolution layer runs once over tiles of the kept map, keeping its output
+   before the norm, whose statistics that same pass sums (norm and ReLU are then applied in
+   place); the second, in a residual block, runs twice, once to measure its norm and once to add
+   its output to the block's input map, tile by tile: two coarse maps at a time (the original
+   project's blocks add nothing back: their second layer is kept like the first);
 3. back, coarse map to output: one pass per norm, then the output pass.
 
 That is about 1.8 passes of the whole network's work; measuring every norm from the frame took
 about 8 for the shipped network (docs/tiling.md). Only coarse maps are kept: a full-resolution
-map of a 48-megapixel photo would take 6 GB. Another project's layout (network/examples_network.py,
-original_network.py) runs as one stage, frame to output: a pass per norm, then the output pass.
+map of a 48-megapixel photo would take 6 GB. A layout not cut into stages (_stages) would run
+as one, frame to output: a pass per norm, then the output pass.
 
 Each window reaches the receptive radius past the part it owns, so its part equals the whole
 frame's output there (up to float rounding), and the parts are written side by side: no seam.
@@ -46,7 +49,10 @@ from torch import nn
 
 import config
 from common.images import batch_to_frames, frames_to_batch
+from network.examples_network import ExamplesNetwork
 from network.fast_inference import ChannelGroupNorm, TwoPassInstanceNorm
+from network.formats import RangeAdapter
+from network.original_network import OriginalNetwork
 from network.style_network import StylizingNetwork
 
 
@@ -265,14 +271,51 @@ def _norm_parameters(module: nn.Module) -> tuple[torch.Tensor | None, torch.Tens
     return None
 
 
-def _norms_in(module: nn.Module) -> list[_StoredStatsNorm]:
-    """The stand-in norms of a part of this project's network, in the order it runs them
-    (its modules are registered in that order)."""
-    return [m for m in module.modules() if isinstance(m, _StoredStatsNorm)]
-
-
 def _relu_follows(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Sequential) and isinstance(layer[-1], nn.ReLU)
+
+
+@dataclass
+class _Layer:
+    """A part of a network that ends in an instance norm (then a ReLU if relu), or the back:
+    coarse map to output. norms: the stand-in norms it calls, in order."""
+
+    run: Callable[[torch.Tensor], torch.Tensor]
+    relu: bool = False
+    norms: list[_StoredStatsNorm] = field(default_factory=list)
+
+
+@dataclass
+class _Block:
+    layers: list[_Layer]
+    residual: bool  # its output is added to its input
+
+
+@dataclass
+class _Stages:
+    front: _Layer  # the frame (RGB [0, 1]) to the coarsest map
+    blocks: list[_Block]
+    back: _Layer  # the coarsest map to the output, RGB [0, 1] (cropped by the output pass)
+
+
+def _stages(model: nn.Module) -> _Stages | None:
+    """The layouts this project can run, cut where their maps are smallest; None for others.
+    Each part is the network's own code (its front, blocks and back)."""
+    if isinstance(model, StylizingNetwork):
+        return _Stages(_Layer(model.front, _relu_follows((model.stem, *model.down)[-1])),
+                       [_Block([_Layer(layer, _relu_follows(layer)) for layer in block.body], True)
+                        for block in model.res],
+                       _Layer(model.back))
+    if isinstance(model, RangeAdapter) and isinstance(model.net, (ExamplesNetwork, OriginalNetwork)):
+        net = model.net
+        # Both have a ReLU after each norm of the front; pytorch/examples' blocks add their
+        # input back, the original's "residual" blocks do not (ORIGINAL_NOTES.md).
+        blocks = net.blocks() if isinstance(net, ExamplesNetwork) else list(net.res_blocks)
+        return _Stages(_Layer(lambda x: net.front(model.into_range(x)), True),
+                       [_Block([_Layer(block.first, True), _Layer(block.second)], isinstance(net, ExamplesNetwork))
+                        for block in blocks],
+                       _Layer(lambda y: model.out_of_range(net.back(y))))
+    return None
 
 
 Source = np.ndarray | torch.Tensor  # the frame (uint8 H x W x 3) or a kept map (1 x C x h x w)
@@ -299,27 +342,53 @@ class TiledNetwork:
                     norm = _StoredStatsNorm(*found, region=self._region)
                     setattr(module, name, norm)
                     self.norms.append(norm)
-        # staged=False measures this project's network as another project's (the comparison
-        # in benchmarks/tiling.py).
-        self.staged = staged and isinstance(self.model, StylizingNetwork)
-        self._order = self.norms if self.staged else self._call_order()
+        # staged=False measures every norm from the frame (the comparison in benchmarks/tiling.py).
+        self.stages = _stages(self.model) if staged else None
+        self.staged = self.stages is not None
+        self._order: list[_StoredStatsNorm] = []  # the norms in call order, when not staged
+        if self.staged:
+            self._find_stage_norms()
+        else:
+            self._order, _ = self._norms_called(self.model, self._probe())
         self._progress: Callable[[int, int], None] | None = None
         self._done = self._total = 0
 
-    def _call_order(self) -> list[_StoredStatsNorm]:
-        """The norms in the order the network calls them, from one small run."""
+    def _probe(self) -> torch.Tensor:
+        side = 8 * self.align
+        return torch.rand(1, 3, side, side, device=self.device, dtype=self.dtype)
+
+    def _norms_called(self, run: Callable[[torch.Tensor], torch.Tensor],
+                      x: torch.Tensor) -> tuple[list[_StoredStatsNorm], torch.Tensor]:
+        """The norms run(x) calls, in order, and run's output."""
         order: list[_StoredStatsNorm] = []
         hooks = [norm.register_forward_pre_hook(lambda m, _: order.append(m)) for norm in self.norms]
         self._set_mode("record")
         try:
-            side = 8 * self.align
             with torch.inference_mode():
-                self.model(torch.rand(1, 3, side, side, device=self.device, dtype=self.dtype))
+                y = run(x)
         finally:
             for hook in hooks:
                 hook.remove()
-        self._set_mode("apply")
-        return order
+            self._set_mode("apply")
+        return order, y
+
+    def _find_stage_norms(self) -> None:
+        """Each stage's norms (_Layer.norms), from one small run through the stages."""
+        def called(layer: _Layer, x: torch.Tensor) -> torch.Tensor:
+            layer.norms, y = self._norms_called(layer.run, x)
+            return y
+
+        y = called(self.stages.front, self._probe())
+        for block in self.stages.blocks:
+            h = y
+            for layer in block.layers:
+                h = called(layer, h)
+            y = y + h if block.residual else h
+        called(self.stages.back, y)
+        layers = [self.stages.front, *(layer for block in self.stages.blocks for layer in block.layers),
+                  self.stages.back]
+        found = [id(norm) for layer in layers for norm in layer.norms]
+        assert sorted(found) == sorted(map(id, self.norms)), "a norm outside the stages, or in two"
 
     @property
     def min_side(self) -> int:
@@ -333,12 +402,10 @@ class TiledNetwork:
                         plan_axis(width, window_w, self.radius, self.align))
 
     def passes(self) -> int:
-        """Passes over the tiles per frame (each one cut short or over part of the network)."""
-        if not self.staged:
-            return len(self._order) + 1
-        layers = sum(len(block.body) + 1 for block in self.model.res)  # the last one twice
-        return len(_norms_in(self.model.stem)) + len(_norms_in(self.model.down)) + layers + \
-            len(_norms_in(self.model.up)) + 1
+        """Passes over the tiles per frame (each one cut short or over part of the network):
+        one per norm, one more for each residual block's sum, and the output pass."""
+        residual = sum(block.residual for block in self.stages.blocks) if self.staged else 0
+        return len(self.norms) + residual + 1
 
     def _set_mode(self, mode: str) -> None:
         for norm in self.norms:
@@ -355,27 +422,35 @@ class TiledNetwork:
                 for norm in self._order:
                     self._measure(frame, 1, self.model, norm, plan)
                 return self._output(frame, 1, self.model, plan)
-            model, scale = self.model, self.model.multiple
-            # The coarsest map's size: the frame padded as pad_to_fit pads it, over the stride.
-            size = tuple(max(-(-side // scale) * scale, model.min_side) // scale for side in frame.shape[:2])
-            front_end = model.down[-1] if len(model.down) else model.stem
-            coarse = self._kept(frame, 1, model.front, _norms_in(model.stem) + _norms_in(model.down),
-                                _relu_follows(front_end), plan, size)
-            for block in model.res:
-                *inner, last = block.body
+            scale = self.align
+            # The coarsest map's size: the frame padded as the network pads it, over the stride
+            # (this project's network pads to a multiple of it; the others' strided convolutions
+            # round up).
+            size = tuple(max(-(-side // scale) * scale, self.model.min_side) // scale
+                         for side in frame.shape[:2])
+            front = self.stages.front
+            coarse = self._kept(frame, 1, front, plan, size)
+            for block in self.stages.blocks:
+                *inner, last = block.layers
                 hidden = coarse
+                if not block.residual:
+                    coarse = None  # only the block's first layer reads its input
                 for layer in inner:
-                    hidden = self._kept(hidden, scale, layer, _norms_in(layer), _relu_follows(layer), plan, size)
-                # The block's sum goes into its input's map, each tile's part once the last
-                # layer's norm is measured: two coarse maps at a time rather than three.
-                for norm in _norms_in(last):
-                    self._measure(hidden, scale, last, norm, plan)
-                self._write(hidden, scale, last, plan, lambda part, top, left: coarse[
-                    ..., top:top + part.shape[-2], left:left + part.shape[-1]].add_(part))
+                    hidden = self._kept(hidden, scale, layer, plan, size)
+                if block.residual:
+                    # The block's sum goes into its input's map, each tile's part once the last
+                    # layer's norm is measured: two coarse maps at a time rather than three.
+                    for norm in last.norms:
+                        self._measure(hidden, scale, last.run, norm, plan)
+                    self._write(hidden, scale, last.run, plan, lambda part, top, left: coarse[
+                        ..., top:top + part.shape[-2], left:left + part.shape[-1]].add_(part))
+                else:
+                    coarse = self._kept(hidden, scale, last, plan, size)
                 del hidden
-            for norm in _norms_in(model.up):
-                self._measure(coarse, scale, model.back, norm, plan)
-            return self._output(coarse, scale, model.back, plan)
+            back = self.stages.back
+            for norm in back.norms:
+                self._measure(coarse, scale, back.run, norm, plan)
+            return self._output(coarse, scale, back.run, plan)
 
     def _windows(self, source: Source, scale: int, plan: TilePlan) -> Iterator[tuple[Span, Span, torch.Tensor]]:
         """Each tile's window of the frame (scale 1) or of a kept map (frame pixels per map
@@ -416,21 +491,20 @@ class TiledNetwork:
                 pass
         norm.finish_measuring()
 
-    def _kept(self, source: Source, scale: int, run: Callable, norms: list[_StoredStatsNorm],
-              relu: bool, plan: TilePlan, size: tuple[int, int]) -> torch.Tensor:
-        """The whole frame's map (size: its height and width) after the last of `norms` and a
-        ReLU if relu, for a part of the network (run) that ends with that norm: the norms are
-        measured one after the other, and the last one's pass keeps its input, which is then
-        normalised in place."""
-        for norm in norms[:-1]:
-            self._measure(source, scale, run, norm, plan)
-        last = norms[-1]
+    def _kept(self, source: Source, scale: int, layer: _Layer, plan: TilePlan,
+              size: tuple[int, int]) -> torch.Tensor:
+        """The whole frame's map (size: its height and width) after a layer that ends with a
+        norm (and its ReLU): the layer's norms are measured one after the other, and the last
+        one's pass keeps its input, which is then normalised in place."""
+        for norm in layer.norms[:-1]:
+            self._measure(source, scale, layer.run, norm, plan)
+        last = layer.norms[-1]
         kept = torch.empty((1, len(last.weight), *size), device=self.device)
-        self._measure(source, scale, run, last, plan, keep=kept)
+        self._measure(source, scale, layer.run, last, plan, keep=kept)
         factor, shift = last.scale_shift()
         for band in kept.split(_SUM_ROWS, dim=-2):
             band.mul_(factor).add_(shift)
-            if relu:
+            if layer.relu:
                 band.clamp_min_(0)
         return kept
 
