@@ -160,12 +160,10 @@ def main() -> None:
         mp4, y4m = camera_clip(Path(args.video), Path(folder), args.seconds + args.warmup + 10)
         import torch
         keep_freed_memory()  # as stylize.py does, for live_rate in this process
-        if cache is not None:  # first, so that the package is there for the page
-            shown, _ = live_rate(mp4, Path(args.model), torch.device("cpu"), FPS, args.seconds, cache)
+        # First: with a cache, it leaves the package there for the page.
+        shown, _ = live_rate(mp4, Path(args.model), torch.device("cpu"), FPS, args.seconds, cache)
         web = page_rate(Path(args.model), y4m, args.seconds, args.warmup, cache)
         served = client_rate(Path(args.model), mp4, args.seconds, args.warmup, cache)
-        if cache is None:
-            shown, _ = live_rate(mp4, Path(args.model), torch.device("cpu"), FPS, args.seconds)
     how = "compiled (--compile_cache)" if cache else "eager"
     print(f"\n{cpu}, 640x360 camera at {FPS} frames/s, {Path(args.model).name}, {how}, {args.seconds:g} s each\n")
     print("| path | frames/s shown |")

@@ -310,10 +310,10 @@ def _stages(model: nn.Module) -> _Stages | None:
         net = model.net
         # Both have a ReLU after each norm of the front; pytorch/examples' blocks add their
         # input back, the original's "residual" blocks do not (ORIGINAL_NOTES.md).
-        blocks = net.blocks() if isinstance(net, ExamplesNetwork) else list(net.res_blocks)
+        residual = isinstance(net, ExamplesNetwork)
+        blocks = net.blocks() if residual else net.res_blocks
         return _Stages(_Layer(lambda x: net.front(model.into_range(x)), True),
-                       [_Block([_Layer(block.first, True), _Layer(block.second)], isinstance(net, ExamplesNetwork))
-                        for block in blocks],
+                       [_Block([_Layer(block.first, True), _Layer(block.second)], residual) for block in blocks],
                        _Layer(lambda y: model.out_of_range(net.back(y))))
     return None
 

@@ -15,7 +15,6 @@ from PIL import Image
 
 from conftest import ROOT, run_script, tiny_checkpoint, write_image
 from network import examples_network, original_network
-from network.fast_inference import for_inference
 from network.formats import RangeAdapter, load_model
 from network.tiling import TiledNetwork, plan_axis, receptive_radius
 from stylization.jobs import ModelSwitch
