@@ -78,6 +78,15 @@ def test_the_coarse_size_draws_from_a_larger_window_with_the_default_s_parameter
     assert receptive_field(default) == 107 and receptive_field(coarse) == 175
 
 
+def test_the_tiny_size_does_under_half_the_fast_size_s_arithmetic_and_reaches_further():
+    """Real time without native bf16 comes from less arithmetic per frame (docs/speed.md), not
+    from a smaller window: tiny's extra downsampling makes up for its narrower full-size layers."""
+    from benchmarks.network_sizes import gflop_per_frame
+    fast, tiny = config.NETWORK_SIZES["fast"], config.NETWORK_SIZES["tiny"]
+    assert gflop_per_frame(tiny, (640, 360)) < 0.5 * gflop_per_frame(fast, (640, 360))
+    assert receptive_field(tiny) > receptive_field(fast)
+
+
 def test_network_sizes_benchmark_runs_on_tiny_inputs(workspace, capsys):
     from benchmarks import network_sizes as bench
     tiny = "channels=8-12,res_blocks=1,stem_kernel=3,final_kernel=3"

@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", type=str2bool, default=d["compile"],
                    help="torch.compile the networks: faster steps after a compile of a minute or more")
     p.add_argument("--network", choices=list(config.NETWORK_SIZES), default=None,
-                   help="size of the stylizing network (config.NETWORK_SIZES): default, or fast for "
-                        "real-time video on a CPU; recorded in the checkpoint, so stylize.py needs no "
+                   help="size of the stylizing network (config.NETWORK_SIZES): default, fast for "
+                        "real-time video on a CPU, tiny for real time without native bf16, coarse for "
+                        "larger shapes; recorded in the checkpoint, so stylize.py needs no "
                         "flag (default: default, or the resumed checkpoint's)")
     p.add_argument("--batch_size", type=int, default=d["batch_size"], help="images per training step")
     p.add_argument("--img_size", type=int, default=d["img_size"],
