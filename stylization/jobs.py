@@ -38,6 +38,7 @@ from stylization.processor import (Processor, build_processor, compiles_here, de
 from stylization.sink import (Display, ImageSink, VideoSink, display_available,
                               write_contact_sheet)
 from common.devices import keep_freed_memory, resolve_device
+from common.precision import has_native_bf16_cpu
 from common.errors import DiskFull, fail, UserError
 from common.images import load_image
 from network.formats import load_model
@@ -354,6 +355,19 @@ def build_processors(args: StylizeSettings, models: list[torch.nn.Module], jobs:
             for model in models]
 
 
+def real_time_hint(content_type: ContentType, device: torch.device, models: list[torch.nn.Module]) -> str | None:
+    """Where a webcam would run float32 on a CPU (no native bf16) without a tiny-network model: a
+    line naming the model that keeps real time there (docs/speed.md: held to AVX2, 27.6 frames/s
+    against the fast network's 13.5 at 640x360)."""
+    if content_type is not ContentType.WEBCAM or device.type != "cpu" or has_native_bf16_cpu():
+        return None
+    if any(config.network_name(getattr(model, "cfg", None)) == "tiny" for model in models):
+        return None
+    return ("note: this CPU has no native bf16, so the network runs in float32; for real time here use "
+            "a tiny-network model (trained_models/mosaic_tiny.pth.tar, or train.py --network tiny): "
+            "about twice the fast models' frames/s")
+
+
 def run(args: StylizeSettings) -> int:
     """Stylise what args asks for; the exit status (0, or the signal's when stopped: the
     partial outputs are saved and reported)."""
@@ -376,6 +390,9 @@ def run(args: StylizeSettings) -> int:
     all_jobs, jobs = jobs, [job for job in jobs if job.source in mine]
     sheets = [sheet for sheet in sheets if sheet.source in mine]
     processors = build_processors(args, models, jobs, device, notes)
+    hint = real_time_hint(content_type, device, models)
+    if hint:
+        notes.append(hint)
     if share.world_size > 1:
         notes.append(f"{share.world_size} processes share the {len(inputs.sources)} files")
     if share.is_main:

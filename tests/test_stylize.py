@@ -403,6 +403,21 @@ def test_real_time_on_a_virtual_display(tmp_path, tiny_model, sample_video, virt
     assert len(read_video(out / "clip_tiny.mp4")[0]) == 12
 
 
+def test_a_webcam_without_native_bf16_names_the_tiny_model_unless_one_runs(monkeypatch):
+    from network.style_network import StylizingNetwork
+    from stylization import jobs as stylize_jobs
+
+    fast, tiny = (StylizingNetwork(config.NETWORK_SIZES[name]) for name in ("fast", "tiny"))
+    cpu, webcam = torch.device("cpu"), ContentType.WEBCAM
+    monkeypatch.setattr(stylize_jobs, "has_native_bf16_cpu", lambda: False)
+    assert "mosaic_tiny.pth.tar" in stylize_jobs.real_time_hint(webcam, cpu, [fast])
+    assert stylize_jobs.real_time_hint(webcam, cpu, [fast, tiny]) is None  # n/p reaches the tiny one
+    assert stylize_jobs.real_time_hint(ContentType.VIDEO, cpu, [fast]) is None  # no frame rate to keep
+    assert stylize_jobs.real_time_hint(webcam, torch.device("cuda"), [fast]) is None
+    monkeypatch.setattr(stylize_jobs, "has_native_bf16_cpu", lambda: True)
+    assert stylize_jobs.real_time_hint(webcam, cpu, [fast]) is None
+
+
 def test_compile_auto_compiles_only_videos_on_a_cpu_with_enough_pixels(tmp_path, monkeypatch):
     from stylization import jobs as stylize_jobs
     from stylization import processor as processor_module
