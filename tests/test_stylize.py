@@ -418,6 +418,19 @@ def test_a_webcam_without_native_bf16_names_the_tiny_model_unless_one_runs(monke
     assert stylize_jobs.real_time_hint(webcam, cpu, [fast]) is None
 
 
+def test_the_page_s_camera_tab_names_the_tiny_model_on_a_cpu_without_native_bf16(monkeypatch):
+    from webapp import server
+
+    monkeypatch.setattr(server.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(server, "has_native_bf16_cpu", lambda: False)
+    assert "mosaic_tiny" in server.live_note()
+    monkeypatch.setattr(server, "has_native_bf16_cpu", lambda: True)
+    assert server.live_note() is None
+    monkeypatch.setattr(server, "has_native_bf16_cpu", lambda: False)
+    monkeypatch.setattr(server.torch.cuda, "is_available", lambda: True)
+    assert server.live_note() is None
+
+
 def test_compile_auto_compiles_only_videos_on_a_cpu_with_enough_pixels(tmp_path, monkeypatch):
     from stylization import jobs as stylize_jobs
     from stylization import processor as processor_module

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -28,6 +29,7 @@ from PIL import Image
 import config
 from common.errors import UserError
 from common.images import IMAGE_READ_ERRORS, decode_image, save_image
+from common.precision import has_native_bf16_cpu
 from common.model_files import model_stem
 from stylization.content_source.base import scale_within
 from stylization.paths import MODEL_EXTENSIONS
@@ -55,6 +57,15 @@ def list_models(models_dir: Path) -> dict[str, Path]:
     files = sorted(p for p in models_dir.iterdir()
                    if p.is_file() and p.name.lower().endswith(MODEL_EXTENSIONS) and not p.name.endswith(".onnx"))
     return {model_stem(p): p for p in files}
+
+
+def live_note() -> str | None:
+    """What the Live camera tab says on a CPU without native bf16, where the _fast styles run in
+    float32 at about half the tiny network's frames/s (docs/speed.md)."""
+    if torch.cuda.is_available() or has_native_bf16_cpu():
+        return None
+    return ("This computer's processor has no native bf16: for a smooth camera pick a tiny style "
+            "(mosaic_tiny), about twice the frames/s of the _fast ones.")
 
 
 class Server:
@@ -131,7 +142,7 @@ def create_app(place: Place) -> FastAPI:
     async def models() -> dict:
         return {"models": [{"id": name, "thumbnail": f"/api/thumbnail/{name}"}
                            for name in list_models(place.models_dir)],
-                "training": server.trainer.ready()}
+                "training": server.trainer.ready(), "live_note": live_note()}
 
     @app.get("/api/thumbnail/{style}")
     async def thumbnail(style: str) -> Response:

@@ -45,6 +45,7 @@ async function loadStyles() {
       + (data.training.photos_dir ? " Without a folder of photos it learns from the server's own." : "")
     : data.training.why;
   $("train-go").disabled = !data.training.ok;
+  $("live-note").textContent = data.live_note || "";
 }
 
 function pick(id) {
