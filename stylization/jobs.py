@@ -364,7 +364,7 @@ def real_time_hint(content_type: ContentType, device: torch.device, models: list
     if any(config.network_name(getattr(model, "cfg", None)) == "tiny" for model in models):
         return None
     return ("note: this CPU has no native bf16, so the network runs in float32; for real time here use "
-            "a tiny-network model (trained_models/mosaic_tiny.pth.tar, or train.py --network tiny): "
+            "a tiny-network model (trained_models/*_tiny.pth.tar, or train.py --network tiny): "
             "about twice the fast models' frames/s")
 
 

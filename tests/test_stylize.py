@@ -410,7 +410,7 @@ def test_a_webcam_without_native_bf16_names_the_tiny_model_unless_one_runs(monke
     fast, tiny = (StylizingNetwork(config.NETWORK_SIZES[name]) for name in ("fast", "tiny"))
     cpu, webcam = torch.device("cpu"), ContentType.WEBCAM
     monkeypatch.setattr(stylize_jobs, "has_native_bf16_cpu", lambda: False)
-    assert "mosaic_tiny.pth.tar" in stylize_jobs.real_time_hint(webcam, cpu, [fast])
+    assert "_tiny.pth.tar" in stylize_jobs.real_time_hint(webcam, cpu, [fast])
     assert stylize_jobs.real_time_hint(webcam, cpu, [fast, tiny]) is None  # n/p reaches the tiny one
     assert stylize_jobs.real_time_hint(ContentType.VIDEO, cpu, [fast]) is None  # no frame rate to keep
     assert stylize_jobs.real_time_hint(webcam, torch.device("cuda"), [fast]) is None
@@ -423,7 +423,7 @@ def test_the_page_s_camera_tab_names_the_tiny_model_on_a_cpu_without_native_bf16
 
     monkeypatch.setattr(server.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(server, "has_native_bf16_cpu", lambda: False)
-    assert "mosaic_tiny" in server.live_note()
+    assert "_tiny" in server.live_note()
     monkeypatch.setattr(server, "has_native_bf16_cpu", lambda: True)
     assert server.live_note() is None
     monkeypatch.setattr(server, "has_native_bf16_cpu", lambda: False)

@@ -64,8 +64,8 @@ def live_note() -> str | None:
     float32 at about half the tiny network's frames/s (docs/speed.md)."""
     if torch.cuda.is_available() or has_native_bf16_cpu():
         return None
-    return ("This computer's processor has no native bf16: for a smooth camera pick a tiny style "
-            "(mosaic_tiny), about twice the frames/s of the _fast ones.")
+    return ("This computer's processor has no native bf16: for a smooth camera pick a _tiny style "
+            "(mosaic_tiny, candy_tiny, udnie_tiny), about twice the frames/s of the _fast ones.")
 
 
 class Server:
