@@ -471,8 +471,9 @@ class TiledNetwork:
                 if scale == 1:
                     # NCHW, as the Processor runs whole frames: from channels-last input
                     # oneDNN's convolutions keep channels-last, where the reflection pads and
-                    # phase shuffles of this network were several times slower.
-                    window = frames_to_batch(torch.from_numpy(source[r0:r1, c0:c1])[None].to(self.device),
+                    # phase shuffles of this network were several times slower. The copy: a
+                    # decoded picture is read-only, which torch.from_numpy warns about.
+                    window = frames_to_batch(torch.from_numpy(source[r0:r1, c0:c1].copy())[None].to(self.device),
                                              self.dtype).contiguous()
                 else:
                     window = source[..., r0:r1, c0:c1].to(self.dtype)

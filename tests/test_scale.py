@@ -149,6 +149,7 @@ def test_tiled_stylize_equals_untiled_without_seams(tmp_path, tiny_model, sample
                     "--tile_budget", "0.04")
     assert tiled.returncode == 0, tiled.stderr
     assert "overlapping tiles" in tiled.stderr
+    assert "warning" not in tiled.stderr.lower()  # e.g. PyTorch's on a read-only picture's tiles
     whole, pieces = read(out / "whole.png"), read(out / "tiled.png")
     difference = np.abs(whole - pieces).mean(-1)
     assert difference.mean() <= 1.5
