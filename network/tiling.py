@@ -344,7 +344,6 @@ class TiledNetwork:
                     self.norms.append(norm)
         # staged=False measures every norm from the frame (the comparison in benchmarks/tiling.py).
         self.stages = _stages(self.model) if staged else None
-        self.staged = self.stages is not None
         self._order: list[_StoredStatsNorm] = []  # the norms in call order, when not staged
         if self.staged:
             self._find_stage_norms()
@@ -389,6 +388,11 @@ class TiledNetwork:
                   self.stages.back]
         found = [id(norm) for layer in layers for norm in layer.norms]
         assert sorted(found) == sorted(map(id, self.norms)), "a norm outside the stages, or in two"
+
+    @property
+    def staged(self) -> bool:
+        """Whether the network runs cut into stages (else as one, a pass per norm)."""
+        return self.stages is not None
 
     @property
     def min_side(self) -> int:
