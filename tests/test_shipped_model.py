@@ -71,6 +71,38 @@ def test_style_distance_benchmark_runs_on_tiny_inputs(tmp_path):
     assert all(len(cells) == 2 + 4 for cells in rows.values())
 
 
+def test_style_distance_adds_the_style_predictor_s_opinion(tmp_path):
+    """--style_predictor adds a column: 1 for the photo (and the photo given as an output), another
+    value for a model's output. A stand-in predictor of Magenta's shape: 1 x 256 x 256 x 3 in,
+    1 x 1 x 1 x 100 out."""
+    from conftest import random_vgg_file, tiny_checkpoint
+
+    class Predictor(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 100, 5, stride=4)
+
+        def forward(self, x):
+            return self.conv(x.permute(0, 3, 1, 2)).mean((2, 3), keepdim=True).permute(0, 2, 3, 1)
+
+    torch.manual_seed(0)
+    predictor = tmp_path / "predict.onnx"
+    torch.onnx.export(Predictor().eval(), (torch.rand(1, 256, 256, 3),), str(predictor))
+    vgg = random_vgg_file(tmp_path / "vgg16.pth", "VGG16", "caffe")
+    photo, style = write_image(tmp_path / "photo.png", 40, 30), write_image(tmp_path / "style.png", 32, 32, seed=1)
+    model = tiny_checkpoint(tmp_path / "tiny.pth.tar")
+    result = run_script("benchmarks/style_distance.py", "--style_path", str(style), "--loss_net_path", str(vgg),
+                        "--content", str(photo), "--model", f"tiny={model}", "--output", f"itself={photo}",
+                        "--size", "32", "--style_predictor", str(predictor))
+    assert result.returncode == 0, result.stderr
+    assert "| predictor ratio |" in result.stdout
+    rows = {line.split("|")[1].strip(): [float(c) for c in line.split("|")[2:-1]]
+            for line in result.stdout.splitlines() if line.startswith("| ") and "--:" not in line
+            and not line.startswith("| output")}
+    assert rows["photo itself"][-1] == 1.0 and rows["itself"][-1] == pytest.approx(1.0, abs=1e-3)
+    assert abs(rows["tiny"][-1] - 1.0) > 1e-3
+
+
 def test_style_distance_benchmark_averages_over_photos(tmp_path):
     """With several photos, a last table gives each model's mean over them."""
     from conftest import random_vgg_file, tiny_checkpoint
