@@ -150,6 +150,11 @@ def test_the_live_camera_is_stylised_and_switches_style_while_it_runs(page):
     page.wait_for_function(f"Number(document.getElementById('live-out').dataset.frames) >= {seen + 5}", timeout=60000)
     assert "frames/s" in page.text_content("#live-fps")
     assert page.evaluate("document.getElementById('live-out').width") == 320
+    mean = page.evaluate("""(() => { const c = document.getElementById('live-out');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let sum = 0; for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
+        return sum / (d.length / 4); })()""")
+    assert mean > 30  # a picture was drawn, not an empty (black) canvas
     page.click("#live-stop")
 
 

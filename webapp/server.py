@@ -59,13 +59,18 @@ def list_models(models_dir: Path) -> dict[str, Path]:
     return {model_stem(p): p for p in files}
 
 
-def live_note() -> str | None:
+def live_note(styles: list[str]) -> str | None:
     """What the Live camera tab says on a CPU without native bf16, where the _fast styles run in
-    float32 at about half the tiny network's frames/s (docs/speed.md)."""
+    float32 at about half the tiny network's frames/s (docs/speed.md): the _tiny styles among
+    those offered, or where to find them."""
     if torch.cuda.is_available() or has_native_bf16_cpu():
         return None
-    return ("This computer's processor has no native bf16: for a smooth camera pick a _tiny style "
-            "(mosaic_tiny, candy_tiny, udnie_tiny), about twice the frames/s of the _fast ones.")
+    tiny = [name for name in styles if name.endswith("_tiny")]
+    if not tiny:
+        return ("This computer's processor has no native bf16: for a smooth camera use a _tiny style "
+                "(trained_models/ has three; python train.py --network tiny trains one).")
+    return (f"This computer's processor has no native bf16: for a smooth camera pick a _tiny style "
+            f"({', '.join(tiny)}), about twice the frames/s of the _fast ones.")
 
 
 class Server:
@@ -140,9 +145,9 @@ def create_app(place: Place) -> FastAPI:
 
     @app.get("/api/models")
     async def models() -> dict:
-        return {"models": [{"id": name, "thumbnail": f"/api/thumbnail/{name}"}
-                           for name in list_models(place.models_dir)],
-                "training": server.trainer.ready(), "live_note": live_note()}
+        names = list(list_models(place.models_dir))
+        return {"models": [{"id": name, "thumbnail": f"/api/thumbnail/{name}"} for name in names],
+                "training": server.trainer.ready(), "live_note": live_note(names)}
 
     @app.get("/api/thumbnail/{style}")
     async def thumbnail(style: str) -> Response:
@@ -254,8 +259,8 @@ def add_live_route(app: FastAPI, server: Server) -> None:
                 await socket.send_bytes(reply)
         except (WebSocketDisconnect, RuntimeError):
             return
-        except HTTPException as err:
-            await socket.send_text(json.dumps({"error": err.detail}))
+        except (HTTPException, UserError) as err:
+            await socket.send_text(json.dumps({"error": err.detail if isinstance(err, HTTPException) else str(err)}))
             await socket.close()
 
 
@@ -332,8 +337,13 @@ def parse_live_settings(text: str) -> dict:
     return out
 
 
+# JPEG both ways, even from a page on this machine: raw pixels, sent or answered, made the page's
+# camera slower in headless Chromium than a JPEG encoded and decoded on each side (measured).
 def live_frame(stylizer: Stylizer, jpeg: bytes, strength: float) -> bytes:
-    frame = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    try:
+        frame = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    except IMAGE_READ_ERRORS:
+        raise UserError("a camera frame was not a JPEG the server can read: reload the page") from None
     out = stylizer.image(frame, StyleOptions(strength=strength))
     buffer = io.BytesIO()
     Image.fromarray(out).save(buffer, "JPEG", quality=config.WEB_LIMITS["live_jpeg_quality"])
