@@ -7,11 +7,11 @@ model and machine, in one run.
 The page: `python app.py` serving, headless Chromium (Debian's chromium package, driven by
 Playwright) with its fake camera playing the clip at 640x360 and 30 frames/s, the Live camera
 tab running the model; the rate is stylised frames drawn on the page per second, counted after
-a warm-up. The server alone: the same app.py sent the clip's frames as JPEG over its WebSocket by
-a Python client, two in flight as the page keeps them, no browser (what the server can serve;
-the page's rate below it is the browser's share of the processor). stylize.py's webcam path:
-benchmarks/stylize_speed.live_rate (stylize_live and the Processor stylize.py builds for a
-camera, fed the same frames at 30 frames/s, no window).
+a warm-up, with the processor time the server and Chromium used meanwhile (Linux's /proc). The
+server alone: the same app.py sent the clip's frames as JPEG over its WebSocket by a Python
+client, two in flight as the page keeps them, no browser (what the server can serve).
+stylize.py's webcam path: benchmarks/stylize_speed.live_rate (stylize_live and the Processor
+stylize.py builds for a camera, fed the same frames at 30 frames/s, no window).
 
 Eager on all three paths (app.py gets an empty compile cache) unless --compile_cache DIR: then
 stylize.py's webcam path runs as with `--compile True` (its package for the camera's frame size
@@ -60,7 +60,7 @@ def camera_clip(video: Path, folder: Path, seconds: float) -> tuple[Path, Path]:
 @contextlib.contextmanager
 def app_server(model: Path, compile_cache: Path | None):
     """`python app.py` serving a models folder that holds only model, with compile_cache as its
-    Inductor cache (None: an empty one); yields its port."""
+    Inductor cache (None: an empty one); yields its port and process id."""
     with tempfile.TemporaryDirectory() as models, tempfile.TemporaryDirectory() as empty, \
             socket.socket() as probe:
         shutil.copy(model, Path(models) / model.name)
@@ -72,7 +72,7 @@ def app_server(model: Path, compile_cache: Path | None):
                                   env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(compile_cache or empty)})
         server.stdout.readline()
         try:
-            yield port
+            yield port, server.pid
         finally:
             server.terminate()
             server.wait()
@@ -113,14 +113,35 @@ def client_rate(model: Path, mp4: Path, seconds: float, warmup: float, compile_c
         await socket_.close()
         return rate
 
-    with app_server(model, compile_cache) as port:
+    with app_server(model, compile_cache) as (port, _):
         return asyncio.run(exchange(port))
 
 
-def page_rate(model: Path, y4m: Path, seconds: float, warmup: float, compile_cache: Path | None) -> float:
+def cpu_seconds(pids: list[int]) -> float:
+    """Processor seconds (user and system) the processes have used so far, from Linux's /proc."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def browser_pids() -> list[int]:
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if "chrom" in comm.read_text():
+                pids.append(int(comm.parent.name))
+    return pids
+
+
+def page_rate(model: Path, y4m: Path, seconds: float, warmup: float,
+              compile_cache: Path | None) -> tuple[float, float, float]:
+    """Frames/s drawn on the page, and the cores the server and Chromium used meanwhile."""
     from playwright.sync_api import sync_playwright
 
-    with app_server(model, compile_cache) as port:
+    with app_server(model, compile_cache) as (port, server):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=[
                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -138,11 +159,15 @@ def page_rate(model: Path, y4m: Path, seconds: float, warmup: float, compile_cac
             count = "Number(document.getElementById('live-out').dataset.frames || 0)"
             page.wait_for_function(f"{count} > 0", timeout=60000)
             time.sleep(warmup)
+            browser_processes = browser_pids()
+            used = cpu_seconds([server]), cpu_seconds(browser_processes)
             first, start = page.evaluate(count), time.perf_counter()
             time.sleep(seconds)
             frames, elapsed = page.evaluate(count) - first, time.perf_counter() - start
+            server_cores = (cpu_seconds([server]) - used[0]) / elapsed
+            browser_cores = (cpu_seconds(browser_processes) - used[1]) / elapsed
             browser.close()
-    return frames / elapsed
+    return frames / elapsed, server_cores, browser_cores
 
 
 def main() -> None:
@@ -162,7 +187,7 @@ def main() -> None:
         keep_freed_memory()  # as stylize.py does, for live_rate in this process
         # First: with a cache, it leaves the package there for the page.
         shown, _ = live_rate(mp4, Path(args.model), torch.device("cpu"), FPS, args.seconds, cache)
-        web = page_rate(Path(args.model), y4m, args.seconds, args.warmup, cache)
+        web, server_cores, browser_cores = page_rate(Path(args.model), y4m, args.seconds, args.warmup, cache)
         served = client_rate(Path(args.model), mp4, args.seconds, args.warmup, cache)
     how = "compiled (--compile_cache)" if cache else "eager"
     print(f"\n{cpu}, 640x360 camera at {FPS} frames/s, {Path(args.model).name}, {how}, {args.seconds:g} s each\n")
@@ -172,6 +197,8 @@ def main() -> None:
     print(f"| app.py's live socket alone (a Python client, no browser) | {served:.1f} |")
     print(f"| the page's Live camera (app.py, headless Chromium) | {web:.1f} |")
     print(f"\nserver alone / stylize.py: {served / shown:.2f}; page / stylize.py: {web / shown:.2f}")
+    print(f"while the page ran: the server used {server_cores:.2f} cores, Chromium {browser_cores:.2f}, "
+          f"of the {os.cpu_count()} this machine has")
 
 
 if __name__ == "__main__":
