@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -15,9 +16,10 @@ from common.files import atomic_write, existing_file
 IMAGE_READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def decode_image(path: str | Path) -> Image.Image:
-    """Any image file as 8-bit RGB, with its EXIF rotation applied; raises one of
-    IMAGE_READ_ERRORS where it cannot be read (load_image turns that into a user error)."""
+def decode_image(path: str | Path | BinaryIO) -> Image.Image:
+    """Any image file (or an open binary file of one) as 8-bit RGB, with its EXIF rotation
+    applied; raises one of IMAGE_READ_ERRORS where it cannot be read (load_image turns that
+    into a user error)."""
     with Image.open(path) as img:
         img = ImageOps.exif_transpose(img)
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):

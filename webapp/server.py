@@ -259,8 +259,8 @@ def add_live_route(app: FastAPI, server: Server) -> None:
                 await socket.send_bytes(reply)
         except (WebSocketDisconnect, RuntimeError):
             return
-        except (HTTPException, UserError) as err:
-            await socket.send_text(json.dumps({"error": err.detail if isinstance(err, HTTPException) else str(err)}))
+        except HTTPException as err:
+            await socket.send_text(json.dumps({"error": err.detail}))
             await socket.close()
 
 
@@ -341,9 +341,9 @@ def parse_live_settings(text: str) -> dict:
 # camera slower in headless Chromium than a JPEG encoded and decoded on each side (measured).
 def live_frame(stylizer: Stylizer, jpeg: bytes, strength: float) -> bytes:
     try:
-        frame = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+        frame = np.asarray(decode_image(io.BytesIO(jpeg)))
     except IMAGE_READ_ERRORS:
-        raise UserError("a camera frame was not a JPEG the server can read: reload the page") from None
+        raise HTTPException(400, "a camera frame was not a JPEG the server can read: reload the page") from None
     out = stylizer.image(frame, StyleOptions(strength=strength))
     buffer = io.BytesIO()
     Image.fromarray(out).save(buffer, "JPEG", quality=config.WEB_LIMITS["live_jpeg_quality"])
