@@ -283,8 +283,9 @@ H264_NVENC = ["-c:v", "h264_nvenc", "-preset", "p5", "-rc", "vbr", "-cq", "19", 
 H264_FALLBACK = ["-c:v", "mpeg4", "-q:v", "3", "-pix_fmt", "yuv420p"]
 
 # The web page (app.py, webapp/): upload limits in megabytes, the thumbnails' longer side, the
-# JPEG quality of live camera frames both ways.
-WEB_LIMITS = {"photo_mb": 60, "video_mb": 500, "thumbnail_px": 160, "live_jpeg_quality": 85}
+# JPEG quality of live camera frames both ways, the highest frames/s target the Live camera takes.
+WEB_LIMITS = {"photo_mb": 60, "video_mb": 500, "thumbnail_px": 160, "live_jpeg_quality": 85,
+              "live_max_target_fps": 60}
 # A new style as the README's twenty-minute command trains it: the shipped model it starts
 # from (--init_model) and, on the web page, how often the sample and loss plot refresh (steps).
 NEW_STYLE = {"init_model": "mosaic.pth.tar", "web_save_freq": 20}

@@ -17,6 +17,10 @@ Eager on all three paths (app.py gets an empty compile cache) unless --compile_c
 stylize.py's webcam path runs as with `--compile True` (its package for the camera's frame size
 built into DIR first if missing, measured first), and app.py is started with that cache, from
 which the page's camera loads the same package (as it does after such a run).
+
+With --target_fps N, all three paths aim for N frames/s as `stylize.py --target_fps N` does
+(the page's "Aim for" menu): each stylises a smaller picture to keep up, and the size each
+ended at is printed.
 """
 from __future__ import annotations
 
@@ -78,10 +82,11 @@ def app_server(model: Path, compile_cache: Path | None):
             server.wait()
 
 
-def client_rate(model: Path, mp4: Path, seconds: float, warmup: float, compile_cache: Path | None) -> float:
+def client_rate(model: Path, mp4: Path, seconds: float, warmup: float, compile_cache: Path | None,
+                target_fps: float | None = None) -> tuple[float, str | None]:
     """Frames/s app.py's live socket answers to a Python client (JPEG frames of mp4's first ten
     seconds, quality 85 as the page sends them, two in flight), counted after the first
-    warmup x FPS answers."""
+    warmup x FPS answers, and the last size the server said it ran at."""
     import websockets
     from PIL import Image
 
@@ -98,12 +103,15 @@ def client_rate(model: Path, mp4: Path, seconds: float, warmup: float, compile_c
                 socket_ = await websockets.connect(f"ws://127.0.0.1:{port}/api/live", max_size=None)
                 break
             await asyncio.sleep(0.2)
-        await socket_.send(json.dumps({"style": model_stem(model), "strength": 1.0}))
-        sent, answered, start = 2, 0, None
+        await socket_.send(json.dumps({"style": model_stem(model), "target_fps": target_fps or 0}))
+        sent, answered, start, size = 2, 0, None, None
         await socket_.send(frames[0])
         await socket_.send(frames[1])
         while start is None or time.perf_counter() - start < seconds:
-            await socket_.recv()
+            answer = await socket_.recv()
+            if isinstance(answer, str):  # the size a frames/s target runs at
+                size = json.loads(answer).get("live_size")
+                continue
             answered += 1
             if start is None and answered >= warmup * FPS:
                 start, counted_from = time.perf_counter(), answered
@@ -111,7 +119,7 @@ def client_rate(model: Path, mp4: Path, seconds: float, warmup: float, compile_c
             sent += 1
         rate = (answered - counted_from) / (time.perf_counter() - start)
         await socket_.close()
-        return rate
+        return rate, size
 
     with app_server(model, compile_cache) as (port, _):
         return asyncio.run(exchange(port))
@@ -136,9 +144,10 @@ def browser_pids() -> list[int]:
     return pids
 
 
-def page_rate(model: Path, y4m: Path, seconds: float, warmup: float,
-              compile_cache: Path | None) -> tuple[float, float, float]:
-    """Frames/s drawn on the page, and the cores the server and Chromium used meanwhile."""
+def page_rate(model: Path, y4m: Path, seconds: float, warmup: float, compile_cache: Path | None,
+              target_fps: float | None = None) -> tuple[float, float, float, str]:
+    """Frames/s drawn on the page, the cores the server and Chromium used meanwhile, and what
+    the page said last (frames/s, and the size under a target)."""
     from playwright.sync_api import sync_playwright
 
     with app_server(model, compile_cache) as (port, server):
@@ -155,6 +164,8 @@ def page_rate(model: Path, y4m: Path, seconds: float, warmup: float,
                     time.sleep(0.2)
             page.wait_for_selector(".style img")
             page.click("button.tab[data-tab='live']")
+            if target_fps:
+                page.select_option("#live-target", f"{target_fps:g}")
             page.click("#live-start")
             count = "Number(document.getElementById('live-out').dataset.frames || 0)"
             page.wait_for_function(f"{count} > 0", timeout=60000)
@@ -166,8 +177,9 @@ def page_rate(model: Path, y4m: Path, seconds: float, warmup: float,
             frames, elapsed = page.evaluate(count) - first, time.perf_counter() - start
             server_cores = (cpu_seconds([server]) - used[0]) / elapsed
             browser_cores = (cpu_seconds(browser_processes) - used[1]) / elapsed
+            said = page.text_content("#live-fps")
             browser.close()
-    return frames / elapsed, server_cores, browser_cores
+    return frames / elapsed, server_cores, browser_cores, said
 
 
 def main() -> None:
@@ -177,6 +189,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="how long each is measured")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds left out first on the page")
     p.add_argument("--compile_cache", metavar="DIR", help="compiled on every path, from this cache")
+    p.add_argument("--target_fps", type=float, choices=(10, 15, 24, 30),
+                   help="aim every path at this rate (the page's 'Aim for' menu, stylize.py --target_fps)")
     args = p.parse_args()
     cache = Path(args.compile_cache).resolve() if args.compile_cache else None
     cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
@@ -186,16 +200,21 @@ def main() -> None:
         import torch
         keep_freed_memory()  # as stylize.py does, for live_rate in this process
         # First: with a cache, it leaves the package there for the page.
-        shown, _ = live_rate(mp4, Path(args.model), torch.device("cpu"), FPS, args.seconds, cache)
-        web, server_cores, browser_cores = page_rate(Path(args.model), y4m, args.seconds, args.warmup, cache)
-        served = client_rate(Path(args.model), mp4, args.seconds, args.warmup, cache)
+        shown, _ = live_rate(mp4, Path(args.model), torch.device("cpu"), FPS, args.seconds, cache, args.target_fps)
+        web, server_cores, browser_cores, said = page_rate(Path(args.model), y4m, args.seconds, args.warmup, cache,
+                                                           args.target_fps)
+        served, served_size = client_rate(Path(args.model), mp4, args.seconds, args.warmup, cache, args.target_fps)
     how = "compiled (--compile_cache)" if cache else "eager"
+    if args.target_fps:
+        how += f", aiming at {args.target_fps:g} frames/s"
     print(f"\n{cpu}, 640x360 camera at {FPS} frames/s, {Path(args.model).name}, {how}, {args.seconds:g} s each\n")
     print("| path | frames/s shown |")
     print("| :-- | --: |")
     print(f"| stylize.py --content_type webcam (stylize_live) | {shown:.1f} |")
     print(f"| app.py's live socket alone (a Python client, no browser) | {served:.1f} |")
     print(f"| the page's Live camera (app.py, headless Chromium) | {web:.1f} |")
+    if args.target_fps:
+        print(f"\nsizes at the end: the socket alone {served_size}; the page said '{said}'")
     print(f"\nserver alone / stylize.py: {served / shown:.2f}; page / stylize.py: {web / shown:.2f}")
     print(f"while the page ran: the server used {server_cores:.2f} cores, Chromium {browser_cores:.2f}, "
           f"of the {os.cpu_count()} this machine has")

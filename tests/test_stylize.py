@@ -1,7 +1,6 @@
 """stylize.py end to end on images, videos and streams the tests make, plus its parts."""
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import signal
@@ -417,45 +416,6 @@ def test_a_webcam_without_native_bf16_names_the_tiny_model_unless_one_runs(monke
     assert stylize_jobs.real_time_hint(webcam, torch.device("cuda"), [fast]) is None
     monkeypatch.setattr(stylize_jobs, "has_native_bf16_cpu", lambda: True)
     assert stylize_jobs.real_time_hint(webcam, cpu, [fast]) is None
-
-
-def test_the_page_s_camera_tab_names_the_tiny_model_on_a_cpu_without_native_bf16(monkeypatch):
-    from webapp import server
-
-    offered = ["mosaic_fast", "candy_tiny", "udnie_tiny"]
-    monkeypatch.setattr(server.torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(server, "has_native_bf16_cpu", lambda: False)
-    note = server.live_note(offered)
-    assert "candy_tiny, udnie_tiny" in note and "mosaic_fast" not in note  # only the tiny ones offered
-    assert "--network tiny" in server.live_note(["mosaic_fast"])  # none offered: where to get one
-    monkeypatch.setattr(server, "has_native_bf16_cpu", lambda: True)
-    assert server.live_note(offered) is None
-    monkeypatch.setattr(server, "has_native_bf16_cpu", lambda: False)
-    monkeypatch.setattr(server.torch.cuda, "is_available", lambda: True)
-    assert server.live_note(offered) is None
-
-
-@pytest.mark.filterwarnings("ignore:Using `httpx`")  # starlette's TestClient on httpx 0.x
-def test_the_live_socket_answers_a_jpeg_frame_and_refuses_one_that_is_not(tmp_path):
-    import json
-    from fastapi.testclient import TestClient
-    from webapp import server
-
-    shutil.copy(ROOT / "trained_models" / "mosaic_tiny.pth.tar", tmp_path / "mosaic_tiny.pth.tar")
-    write_image(tmp_path / "sample.png", 64, 48, seed=3)
-    frame = np.asarray(Image.open(tmp_path / "sample.png").convert("RGB"))
-    jpeg = io.BytesIO()
-    Image.fromarray(frame).save(jpeg, "JPEG", quality=95)
-    place = server.Place(models_dir=tmp_path, work_dir=tmp_path / "work", sample_photo=tmp_path / "sample.png")
-    expected = server.Stylizer(tmp_path / "mosaic_tiny.pth.tar").image(np.asarray(Image.open(jpeg)))
-    with TestClient(server.create_app(place)) as client, client.websocket_connect("/api/live") as socket:
-        socket.send_text(json.dumps({"style": "mosaic_tiny"}))
-        socket.send_bytes(jpeg.getvalue())
-        picture = np.asarray(Image.open(io.BytesIO(socket.receive_bytes())).convert("RGB"))
-        assert picture.shape == frame.shape and np.abs(picture.astype(int) - expected).mean() < 8
-        socket.send_bytes(b"\x00" * 1000)  # not a picture
-        error = json.loads(socket.receive_text())["error"]
-    assert "not a JPEG" in error and "reload the page" in error
 
 
 def test_compile_auto_compiles_only_videos_on_a_cpu_with_enough_pixels(tmp_path, monkeypatch):

@@ -139,16 +139,20 @@ def test_a_clip_comes_back_playable_with_its_sound(page, media):
     assert "Video: h264" in streams and "Audio: aac" in streams
 
 
-def test_the_live_camera_is_stylised_and_switches_style_while_it_runs(page):
+def test_the_live_camera_is_stylised_and_takes_style_and_look_while_it_runs(page):
     page.click("button.tab[data-tab='live']")
     page.click("#live-start")
     page.wait_for_function("Number(document.getElementById('live-out').dataset.frames || 0) >= 5", timeout=60000)
     page.click(".style:not(.selected)")
     page.fill("#live-strength", "0.5")
     page.dispatch_event("#live-strength", "input")
+    page.check("#live-colors")
+    page.fill("#live-smooth", "0.4")
+    page.dispatch_event("#live-smooth", "input")
+    page.select_option("#live-target", "10")
     seen = int(page.evaluate("document.getElementById('live-out').dataset.frames"))
     page.wait_for_function(f"Number(document.getElementById('live-out').dataset.frames) >= {seen + 5}", timeout=60000)
-    assert "frames/s" in page.text_content("#live-fps")
+    assert "frames/s, stylised at" in page.text_content("#live-fps")  # the size the target runs at
     assert page.evaluate("document.getElementById('live-out').width") == 320
     mean = page.evaluate("""(() => { const c = document.getElementById('live-out');
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;

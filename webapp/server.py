@@ -20,22 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 
 import config
 from common.errors import UserError
 from common.images import IMAGE_READ_ERRORS, decode_image, save_image
-from common.precision import has_native_bf16_cpu
 from common.model_files import model_stem
 from stylization.content_source.base import scale_within
 from stylization.paths import MODEL_EXTENSIONS
 from stylization.sink import contact_sheet
 from stylization.stylizer import StyleOptions, Stylizer
 from webapp.jobs import JobBoard
+from webapp.live import LiveCamera, live_note
 from webapp.training import TrainingBoard
 
 STATIC = Path(__file__).with_name("static")
@@ -57,20 +55,6 @@ def list_models(models_dir: Path) -> dict[str, Path]:
     files = sorted(p for p in models_dir.iterdir()
                    if p.is_file() and p.name.lower().endswith(MODEL_EXTENSIONS) and not p.name.endswith(".onnx"))
     return {model_stem(p): p for p in files}
-
-
-def live_note(styles: list[str]) -> str | None:
-    """What the Live camera tab says on a CPU without native bf16, where the _fast styles run in
-    float32 at about half the tiny network's frames/s (docs/speed.md): the _tiny styles among
-    those offered, or where to find them."""
-    if torch.cuda.is_available() or has_native_bf16_cpu():
-        return None
-    tiny = [name for name in styles if name.endswith("_tiny")]
-    if not tiny:
-        return ("This computer's processor has no native bf16: for a smooth camera use a _tiny style "
-                "(trained_models/ has three; python train.py --network tiny trains one).")
-    return (f"This computer's processor has no native bf16: for a smooth camera pick a _tiny style "
-            f"({', '.join(tiny)}), about twice the frames/s of the _fast ones.")
 
 
 class Server:
@@ -236,27 +220,27 @@ def add_video_routes(app: FastAPI, server: Server) -> None:
 def add_live_route(app: FastAPI, server: Server) -> None:
     @app.websocket("/api/live")
     async def live(socket: WebSocket) -> None:
-        """The camera in the page: JSON messages set the style and strength, each binary message
-        is a JPEG frame and is answered with the stylised frame as JPEG."""
+        """The camera in the page (webapp/live.py): JSON messages set the style and the look,
+        each binary message is a JPEG frame and is answered with the stylised frame as JPEG,
+        and, under a frames/s target, with {"live_size": "WxH"} when the size it runs at moves."""
         await socket.accept()
-        stylizers: dict[str, Stylizer] = {}
-        settings = {"style": None, "strength": 1.0}
+        camera, told = LiveCamera(server.model_file), None
         try:
             while True:
                 message = await socket.receive()
                 if message.get("type") == "websocket.disconnect":
                     return
                 if message.get("text"):
-                    settings.update(parse_live_settings(message["text"]))
+                    camera.update(message["text"])
                     continue
                 if message.get("bytes") is None:
                     continue
-                style = settings["style"]
-                if style not in stylizers:
-                    stylizers[style] = Stylizer(server.model_file(style), camera=True)
                 reply = await asyncio.get_running_loop().run_in_executor(
-                    server.live_thread, live_frame, stylizers[style], message["bytes"], settings["strength"])
+                    server.live_thread, camera.frame, message["bytes"])
                 await socket.send_bytes(reply)
+                if camera.paced_size != told:
+                    told = camera.paced_size
+                    await socket.send_text(json.dumps({"live_size": "x".join(map(str, told)) if told else None}))
         except (WebSocketDisconnect, RuntimeError):
             return
         except HTTPException as err:
@@ -321,33 +305,6 @@ async def save_upload(file: UploadFile, folder: Path, limit_mb: float) -> Path:
         path.unlink(missing_ok=True)
         raise HTTPException(400, f"{file.filename or 'the upload'} is empty")
     return path
-
-
-def parse_live_settings(text: str) -> dict:
-    """The style and strength a live connection's JSON message sets; anything else is ignored."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    out = {}
-    if isinstance(data.get("style"), str):
-        out["style"] = data["style"]
-    if isinstance(data.get("strength"), (int, float)) and 0 <= data["strength"] <= 1:
-        out["strength"] = float(data["strength"])
-    return out
-
-
-# JPEG both ways, even from a page on this machine: raw pixels, sent or answered, made the page's
-# camera slower in headless Chromium than a JPEG encoded and decoded on each side (measured).
-def live_frame(stylizer: Stylizer, jpeg: bytes, strength: float) -> bytes:
-    try:
-        frame = np.asarray(decode_image(io.BytesIO(jpeg)))
-    except IMAGE_READ_ERRORS:
-        raise HTTPException(400, "a camera frame was not a JPEG the server can read: reload the page") from None
-    out = stylizer.image(frame, StyleOptions(strength=strength))
-    buffer = io.BytesIO()
-    Image.fromarray(out).save(buffer, "JPEG", quality=config.WEB_LIMITS["live_jpeg_quality"])
-    return buffer.getvalue()
 
 
 def temporary_work_dir() -> Path:

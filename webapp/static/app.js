@@ -76,9 +76,11 @@ for (const button of document.querySelectorAll("button.tab")) {
 }
 
 for (const [slider, out] of [["photo-strength", "photo-strength-out"], ["video-strength", "video-strength-out"],
-                             ["video-smooth", "video-smooth-out"], ["live-strength", "live-strength-out"]]) {
-  $(slider).oninput = () => { $(out).textContent = $(slider).value; if (slider === "live-strength") sendLiveSettings(); };
+                             ["video-smooth", "video-smooth-out"], ["live-strength", "live-strength-out"],
+                             ["live-smooth", "live-smooth-out"]]) {
+  $(slider).oninput = () => { $(out).textContent = $(slider).value; if (slider.startsWith("live")) sendLiveSettings(); };
 }
+$("live-colors").onchange = $("live-target").onchange = () => sendLiveSettings();
 
 function dropTarget(dropId, inputId, onFile) {
   const drop = $(dropId), input = $(inputId);
@@ -203,7 +205,7 @@ async function pollVideo() {
 $("video-cancel").onclick = () => fetch(`/api/video/${videoJob}/cancel`, { method: "POST" });
 
 // ---------------------------------------------------------------- live camera
-let socket = null, stream = null, inFlight = 0, shown = [];
+let socket = null, stream = null, inFlight = 0, shown = [], liveSize = null;
 const grab = document.createElement("canvas");
 // Read back every frame: a canvas kept in memory, not on the graphics card (or its software
 // stand-in), makes that read a copy instead of a round trip.
@@ -217,7 +219,10 @@ function fitCanvas(canvas, width, height) {
 
 function sendLiveSettings() {
   if (socket && socket.readyState === WebSocket.OPEN) {
-    socket.send(JSON.stringify({ style: selected[0], strength: parseFloat($("live-strength").value) }));
+    socket.send(JSON.stringify({
+      style: selected[0], strength: parseFloat($("live-strength").value), preserve_color: $("live-colors").checked,
+      smooth: parseFloat($("live-smooth").value), target_fps: parseFloat($("live-target").value),
+    }));
   }
 }
 
@@ -238,7 +243,7 @@ async function showFrame(blob) {
   picture.close();
   const now = performance.now();
   shown = [...shown.filter((t) => now - t < 2000), now];
-  $("live-fps").textContent = `${(shown.length / 2).toFixed(1)} frames/s`;
+  $("live-fps").textContent = `${(shown.length / 2).toFixed(1)} frames/s` + (liveSize ? `, stylised at ${liveSize}` : "");
   out.dataset.frames = String(Number(out.dataset.frames || 0) + 1);
 }
 
@@ -259,7 +264,11 @@ $("live-start").onclick = async () => {
     $("live-camera").videoWidth ? start() : ($("live-camera").onloadeddata = start);
   };
   socket.onmessage = (event) => {
-    if (typeof event.data === "string") { say("live-message", JSON.parse(event.data).error, true); return; }
+    if (typeof event.data === "string") {
+      const data = JSON.parse(event.data);
+      if ("live_size" in data) liveSize = data.live_size; else say("live-message", data.error, true);
+      return;
+    }
     inFlight -= 1;
     showFrame(event.data);
     sendFrame();
@@ -273,6 +282,7 @@ function stopLive() {
   if (socket) { const s = socket; socket = null; s.close(); }
   if (stream) { stream.getTracks().forEach((t) => t.stop()); stream = null; }
   inFlight = 0;
+  liveSize = null;
   $("live-start").hidden = false;
   $("live-stop").hidden = true;
 }

@@ -1,0 +1,152 @@
+"""The page's live camera without a browser: webapp/live.py's settings and frames, and the
+socket that carries them (FastAPI's TestClient). The page itself: tests/test_web_page.py."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from fastapi import HTTPException
+from PIL import Image
+
+import config
+from conftest import ROOT, write_image
+from stylization import pacing
+from stylization.blend import Look
+from stylization.stylizer import Stylizer
+from webapp import live
+from webapp.live import LiveCamera, LiveSettings, parse_live_settings
+
+
+def jpeg_of(frame: np.ndarray, quality: int = 95) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def picture_of(jpeg: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")).astype(int)
+
+
+@pytest.fixture
+def frames(tmp_path) -> list[np.ndarray]:
+    """Two camera frames as the server sees them (after the page's JPEG): a picture, then the
+    same a little darker (not a scene cut, so the smoother blends)."""
+    first = np.asarray(Image.open(write_image(tmp_path / "frame.png", 64, 48, seed=1)).convert("RGB"))
+    pictures = [first, (first * 0.85).astype(np.uint8)]
+    return [np.asarray(Image.open(io.BytesIO(jpeg_of(p)))) for p in pictures]
+
+
+@pytest.fixture
+def camera(tiny_model) -> LiveCamera:
+    def model_file(style: str):
+        if style != "tiny":
+            raise HTTPException(404, f"no style named {style!r}")
+        return tiny_model
+    connection = LiveCamera(model_file)
+    connection.update(json.dumps({"style": "tiny"}))
+    return connection
+
+
+def test_live_settings_take_what_the_controls_send_and_ignore_the_rest():
+    sent = {"style": "mosaic_tiny", "strength": 0.5, "preserve_color": True, "smooth": 0.6, "target_fps": 15}
+    assert parse_live_settings(json.dumps(sent)) == {**sent, "target_fps": 15.0}
+    wrong = {"strength": 1.5, "preserve_color": "yes", "smooth": 1.0, "target_fps": -1, "path": "/etc"}
+    assert parse_live_settings(json.dumps(wrong)) == {}
+    assert parse_live_settings(json.dumps({"strength": True, "target_fps": 1000})) == {}
+    assert parse_live_settings("[1, 2]") == {} and parse_live_settings("not json") == {}
+
+
+def as_answered(out: np.ndarray) -> np.ndarray:
+    """A stylised frame as the socket answers it (its JPEG)."""
+    return picture_of(jpeg_of(out, config.WEB_LIMITS["live_jpeg_quality"]))
+
+
+def test_the_look_is_the_command_line_s_and_the_smoother_remembers_the_last_frame(camera, frames, tiny_model):
+    sent = [jpeg_of(f) for f in frames]
+    seen = [np.asarray(Image.open(io.BytesIO(jpeg))) for jpeg in sent]  # what the server decodes
+    stylised = [Stylizer(tiny_model).processor([f])[0] for f in seen]
+    camera.update(json.dumps({"strength": 0.7, "preserve_color": True, "smooth": 0.6}))
+    answers = [picture_of(camera.frame(jpeg)) for jpeg in sent]
+    finish = Look(strength=0.7, preserve_color=True, smooth=0.6).start()
+    expected = [as_answered(finish(f, out)) for f, out in zip(seen, stylised)]
+    unsmoothed = as_answered(Look(strength=0.7, preserve_color=True).start()(seen[1], stylised[1]))
+    for answer, want in zip(answers, expected):
+        assert answer.shape == want.shape and np.abs(answer - want).mean() < 1
+    assert np.abs(unsmoothed - expected[1]).mean() > 3  # the second frame was blended with the first
+    camera.update(json.dumps({"smooth": 0}))  # a new look starts afresh: no memory of frame 1
+    assert np.abs(picture_of(camera.frame(sent[1])) - unsmoothed).mean() < 1
+
+
+def test_a_frames_per_second_target_runs_the_network_smaller_and_answers_at_the_camera_s_size(
+        camera, frames, monkeypatch):
+    monkeypatch.setitem(pacing.config.TARGET_FPS, "window_s", 0.0)  # reconsider at every frame
+    monkeypatch.setattr(pacing, "next_side", lambda side, rate, target, full_side: 32)  # as if too slow
+    seen = []
+    processor = camera.stylizers.setdefault("tiny", Stylizer(camera.model_file("tiny"), camera=True)).processor
+    monkeypatch.setattr(camera.stylizers["tiny"], "processor",
+                        lambda batch: seen.append(batch[0].shape) or processor(batch))
+    for _ in range(2):
+        assert picture_of(camera.frame(jpeg_of(frames[0]))).shape == frames[0].shape
+    assert camera.paced_size is None  # no target yet: the camera's size
+    camera.update(json.dumps({"target_fps": 24}))
+    for _ in range(2):
+        assert picture_of(camera.frame(jpeg_of(frames[0]))).shape == frames[0].shape
+    assert camera.paced_size == (32, 24) and seen[-1] == (24, 32, 3)
+    camera.update(json.dumps({"target_fps": 0}))
+    camera.frame(jpeg_of(frames[0]))
+    assert camera.paced_size is None and seen[-1] == frames[0].shape
+
+
+def test_a_style_the_server_does_not_offer_and_a_frame_that_is_not_a_jpeg_are_refused(camera, frames):
+    camera.update(json.dumps({"style": "../../etc/passwd"}))
+    with pytest.raises(HTTPException, match="no style named"):
+        camera.frame(jpeg_of(frames[0]))
+    camera.update(json.dumps({"style": "tiny"}))
+    with pytest.raises(HTTPException, match="not a JPEG"):
+        camera.frame(b"\x00" * 1000)
+    assert LiveSettings().look.is_identity
+
+
+def test_the_page_s_camera_tab_names_the_tiny_model_on_a_cpu_without_native_bf16(monkeypatch):
+    offered = ["mosaic_fast", "candy_tiny", "udnie_tiny"]
+    monkeypatch.setattr(live.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(live, "has_native_bf16_cpu", lambda: False)
+    note = live.live_note(offered)
+    assert "candy_tiny, udnie_tiny" in note and "mosaic_fast" not in note  # only the tiny ones offered
+    assert "aim for a frame rate" in note
+    assert "--network tiny" in live.live_note(["mosaic_fast"])  # none offered: where to get one
+    monkeypatch.setattr(live, "has_native_bf16_cpu", lambda: True)
+    assert live.live_note(offered) is None
+    monkeypatch.setattr(live, "has_native_bf16_cpu", lambda: False)
+    monkeypatch.setattr(live.torch.cuda, "is_available", lambda: True)
+    assert live.live_note(offered) is None
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx`")  # starlette's TestClient on httpx 0.x
+def test_the_live_socket_answers_frames_tells_the_paced_size_and_refuses_a_frame_that_is_not_a_jpeg(
+        tmp_path, frames, monkeypatch):
+    from fastapi.testclient import TestClient
+    from webapp import server
+
+    shutil.copy(ROOT / "trained_models" / "mosaic_tiny.pth.tar", tmp_path / "mosaic_tiny.pth.tar")
+    write_image(tmp_path / "sample.png", 64, 48, seed=3)
+    place = server.Place(models_dir=tmp_path, work_dir=tmp_path / "work", sample_photo=tmp_path / "sample.png")
+    expected = server.Stylizer(tmp_path / "mosaic_tiny.pth.tar").image(frames[0])
+    monkeypatch.setitem(pacing.config.TARGET_FPS, "window_s", 0.0)
+    monkeypatch.setattr(pacing, "next_side", lambda side, rate, target, full_side: 32)
+    with TestClient(server.create_app(place)) as client, client.websocket_connect("/api/live") as socket:
+        socket.send_text(json.dumps({"style": "mosaic_tiny"}))
+        socket.send_bytes(jpeg_of(frames[0]))
+        picture = picture_of(socket.receive_bytes())
+        assert picture.shape == frames[0].shape and np.abs(picture - expected).mean() < 8
+        socket.send_text(json.dumps({"target_fps": 10}))
+        for size in ("64x48", "32x24"):  # the camera's size first, then the paced one
+            socket.send_bytes(jpeg_of(frames[0]))
+            assert picture_of(socket.receive_bytes()).shape == frames[0].shape
+            assert json.loads(socket.receive_text()) == {"live_size": size}
+        socket.send_bytes(b"\x00" * 1000)  # not a picture
+        error = json.loads(socket.receive_text())["error"]
+    assert "not a JPEG" in error and "reload the page" in error

@@ -1,0 +1,128 @@
+"""The page's live camera: one connection's settings and the state its frames carry, and the
+note the tab shows on a processor without native bf16.
+
+The page sends JSON settings and JPEG frames; each frame is answered with the stylised frame
+as JPEG, made as stylize.py's webcam path makes it: the model loaded once, --target_fps's
+SizePacer, then the Look (strength, colours, and the smoother that remembers the last frame).
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from fastapi import HTTPException
+from PIL import Image
+
+import config
+from common.images import IMAGE_READ_ERRORS, decode_image
+from common.precision import has_native_bf16_cpu
+from stylization.blend import Finish, Look
+from stylization.pacing import SizePacer
+from stylization.stylizer import Stylizer
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """What the page's Live camera controls set; target_fps 0: the camera's own size."""
+    style: str | None = None
+    strength: float = 1.0
+    preserve_color: bool = False
+    smooth: float = 0.0
+    target_fps: float = 0.0
+
+    @property
+    def look(self) -> Look:
+        return Look(self.strength, self.preserve_color, self.smooth)
+
+
+def parse_live_settings(text: str) -> dict:
+    """The settings a JSON message sets; anything else, or out of range, is ignored."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    number = lambda key: isinstance(data.get(key), (int, float)) and not isinstance(data[key], bool)  # noqa: E731
+    out = {}
+    if isinstance(data.get("style"), str):
+        out["style"] = data["style"]
+    if number("strength") and 0 <= data["strength"] <= 1:
+        out["strength"] = float(data["strength"])
+    if isinstance(data.get("preserve_color"), bool):
+        out["preserve_color"] = data["preserve_color"]
+    if number("smooth") and 0 <= data["smooth"] < 1:
+        out["smooth"] = float(data["smooth"])
+    if number("target_fps") and 0 <= data["target_fps"] <= config.WEB_LIMITS["live_max_target_fps"]:
+        out["target_fps"] = float(data["target_fps"])
+    return out
+
+
+def live_note(styles: list[str]) -> str | None:
+    """What the Live camera tab says on a CPU without native bf16, where the _fast styles run in
+    float32 at about half the tiny network's frames/s (docs/speed.md): the _tiny styles among
+    those offered, or where to find them."""
+    if torch.cuda.is_available() or has_native_bf16_cpu():
+        return None
+    tiny = [name for name in styles if name.endswith("_tiny")]
+    if not tiny:
+        return ("This computer's processor has no native bf16: for a smooth camera use a _tiny style "
+                "(trained_models/ has three; python train.py --network tiny trains one), or aim for "
+                "a frame rate (a smaller picture).")
+    return (f"This computer's processor has no native bf16: for a smooth camera pick a _tiny style "
+            f"({', '.join(tiny)}), about twice the frames/s of the _fast ones, or aim for a frame rate "
+            f"(a smaller picture).")
+
+
+class LiveCamera:
+    """One page's camera connection. Its methods are called one at a time (the socket handler
+    waits for each frame before it reads the next message), frames on the server's live thread."""
+
+    def __init__(self, model_file: Callable[[str], Path]):
+        self.model_file = model_file  # style id -> model file; refuses ids it does not offer
+        self.settings = LiveSettings()
+        self.stylizers: dict[str, Stylizer] = {}
+        self.finish: Finish | None = None  # started again when the look or the frame size changes
+        self.pacer: SizePacer | None = None  # likewise for the target or the frame size
+        self.size: tuple[int, int] | None = None
+
+    def update(self, text: str) -> None:
+        new = replace(self.settings, **parse_live_settings(text))
+        if new.look != self.settings.look:
+            self.finish = None
+        if new.target_fps != self.settings.target_fps:
+            self.pacer = None
+        self.settings = new
+
+    @property
+    def paced_size(self) -> tuple[int, int] | None:
+        """The size the network runs at under a frames/s target (None: the camera's)."""
+        return self.pacer.size if self.pacer is not None else None
+
+    # JPEG both ways, even from a page on this machine: raw pixels, sent or answered, made the
+    # page's camera slower in headless Chromium than a JPEG encoded and decoded on each side.
+    def frame(self, jpeg: bytes) -> bytes:
+        try:
+            frame = np.asarray(decode_image(io.BytesIO(jpeg)))
+        except IMAGE_READ_ERRORS:
+            raise HTTPException(400, "a camera frame was not a JPEG the server can read: reload the page") from None
+        style = self.settings.style
+        if style not in self.stylizers:
+            self.stylizers[style] = Stylizer(self.model_file(style), camera=True)
+        size = (frame.shape[1], frame.shape[0])
+        if size != self.size:
+            self.size, self.finish, self.pacer = size, None, None
+        process = self.stylizers[style].processor
+        if self.settings.target_fps:
+            self.pacer = self.pacer or SizePacer(self.settings.target_fps, size)
+            process = self.pacer.wrap(process)
+        self.finish = self.finish or self.settings.look.start()
+        out = self.finish(frame, process([frame])[0])
+        buffer = io.BytesIO()
+        Image.fromarray(out).save(buffer, "JPEG", quality=config.WEB_LIMITS["live_jpeg_quality"])
+        return buffer.getvalue()
