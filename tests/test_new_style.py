@@ -79,6 +79,21 @@ def test_a_budget_shorter_than_start_up_and_a_few_steps_is_refused(monkeypatch):
             budget.after_step(step)
 
 
+def test_a_run_stopped_near_its_budget_s_end_and_resumed_ends_as_a_complete_run(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(budget_module.time, "monotonic", clock)
+    # Stopped before its first step ended, with 5 of its 30 seconds left (as the page's Stop can).
+    budget = Budget.resume({"seconds": 30.0, "first_step": 0, "planned_step": None, "spent": 25.0}, clock())
+    step = 0
+    clock.now += 4  # start-up again
+    while not budget.finished(step):
+        clock.now += 4.0
+        step += 1
+        budget.after_step(step)
+        assert step < 10
+    assert budget.planned_step == step and budget.left() == 0
+
+
 def test_an_interrupted_budget_continues_its_plan_and_a_finished_one_starts_anew():
     s = train_settings(content_dir="c", style_path="s", model_name="m", loss_net_path="v", minutes=5)
     plan = {"seconds": 600.0, "first_step": 0, "planned_step": 300, "spent": 200.0}
