@@ -96,12 +96,10 @@ class Budget:
         fresh = self.planned_step is None
         reserve = min(config.BUDGET["reserve_seconds"], config.BUDGET["reserve_share"] * self.seconds)
         self.planned_step = planned_end(step, self.left() - reserve, pace)
-        # A new budget that leaves no step after the settling ones is refused rather than overrun.
-        # A resumed one whose time is up ends here, a complete run of what it has (stopped near
-        # its end, it is finished, not too short).
-        first_process = self.spent == 0
-        if (fresh and first_process and self.planned_step <= step
-                and step - self.first_step <= config.BUDGET["settle_steps"] + 1):
+        # A new budget (the first plan of the run's first process) that leaves no step after the
+        # settling ones is refused rather than overrun. A resumed one whose time is up ends here,
+        # a complete run of what it has: stopped near its end, it is finished, not too short.
+        if fresh and self.spent == 0 and self.planned_step <= step:
             startup = self.elapsed() - (step - self.first_step) * pace
             fail(f"--minutes {self.seconds / 60:g} is too short: starting took {startup:.0f} s and a "
                  f"step takes {pace:.1f} s here; give at least "
