@@ -20,8 +20,9 @@ side, then measured with the loss network (VGG16, float32):
   defaults weigh them): the ceiling these losses allow.
 Models run on the photo at --stylize_size (default: the photo as it is), in float32; --output
 NAME=PATH adds an image that is already stylised (e.g. another project's published output).
-With several photos a last table gives each model's mean over them: a held-out set to choose
-checkpoints by, so that the photos the models are judged on need not be.
+With several photos a last table gives each model's (and the pixel-optimised image's) mean over
+them: a held-out set to choose checkpoints by, so that the photos the models are judged on need
+not be.
 
 --style_predictor FILE adds a second opinion from a network that shares nothing with the loss
 network: Magenta's style predictor (Ghiasi et al. 2017, the MobileNet version; `pip install
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     if predictor:
         header.append("predictor ratio")
         style_numbers = predictor(image_to_tensor(load_image(args.style_path))[None])
-    per_model: dict[str, list[list[float]]] = {}  # each model's measures on each photo
+    per_model: dict[str, list[list[float]]] = {}  # each row's measures on each photo
     for content_path in args.content:
         full = image_to_tensor(load_image(content_path))[None]
         photo = scaled(full, args.size)
@@ -204,9 +205,9 @@ def main(argv: list[str] | None = None) -> None:
                 measured.append((name, cells))
         print_table(f"{Path(content_path).name} (measured at {args.size} px, style {Path(args.style_path).name})",
                     header, measured)
-        for name, cells in measured[1:len(models) + 1]:
+        for name, cells in measured[1:]:  # the models and, with --pixel_steps, the ceiling
             per_model.setdefault(name, []).append(cells)
-    if len(args.content) > 1 and models:
+    if len(args.content) > 1 and per_model:
         print_table(f"mean over the {len(args.content)} photos", header,
                     [(name, [sum(c) / len(c) for c in zip(*cells)]) for name, cells in per_model.items()])
 

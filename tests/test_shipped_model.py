@@ -104,7 +104,8 @@ def test_style_distance_adds_the_style_predictor_s_opinion(tmp_path):
 
 
 def test_style_distance_benchmark_averages_over_photos(tmp_path):
-    """With several photos, a last table gives each model's mean over them."""
+    """With several photos, a last table gives each model's mean over them, and the pixel-optimised
+    ceiling's."""
     from conftest import random_vgg_file, tiny_checkpoint
 
     vgg = random_vgg_file(tmp_path / "vgg16.pth", "VGG16", "caffe")
@@ -112,7 +113,8 @@ def test_style_distance_benchmark_averages_over_photos(tmp_path):
     style = write_image(tmp_path / "style.png", 32, 32, seed=1)
     model = tiny_checkpoint(tmp_path / "tiny.pth.tar")
     result = run_script("benchmarks/style_distance.py", "--style_path", str(style), "--loss_net_path", str(vgg),
-                        "--content", *map(str, photos), "--model", f"tiny={model}", "--size", "32")
+                        "--content", *map(str, photos), "--model", f"tiny={model}", "--size", "32",
+                        "--pixel_steps", "2")
     assert result.returncode == 0, result.stderr
     tables = result.stdout.split("\n\n")
     titles = [t.strip() for t in tables[::2]]
@@ -122,3 +124,7 @@ def test_style_distance_benchmark_averages_over_photos(tmp_path):
             for table in tables[1::2] for line in table.splitlines() if line.startswith("| tiny |")]
     assert len(tiny) == 3 and tiny[0] != tiny[1]
     assert tiny[2] == pytest.approx([(a + b) / 2 for a, b in zip(tiny[0], tiny[1])], abs=1.5e-3)
+    ceiling = [[float(c) for c in line.split("|")[2:-1]]
+               for table in tables[1::2] for line in table.splitlines() if line.startswith("| pixel-optimised")]
+    assert len(ceiling) == 3
+    assert ceiling[2] == pytest.approx([(a + b) / 2 for a, b in zip(ceiling[0], ceiling[1])], abs=1.5e-3)
