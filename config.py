@@ -300,6 +300,10 @@ SHARD_TIMEOUT_HOURS = 72
 
 # Webcam / stream mode: the window's frames/s is an average over this many shown frames.
 LIVE_FPS_WINDOW = 10
+# The page's live camera stylises this many frames at once, each on one PyTorch CPU thread, and
+# the page keeps one more on its way: beside a browser, one frame on all the cores waits for
+# each core the browser takes (docs/web_page.md, "Two frames at once").
+WEB_LIVE_FRAMES_AT_ONCE = 2
 # --target_fps (stylization/pacing.py): the size is reconsidered every window_s seconds, the
 # longer side moves in steps of side_step pixels and never below min_side; margin (< 1) is the
 # share of the measured rate planned on, so that the target holds through small variations.

@@ -9,7 +9,7 @@ Playwright) with its fake camera playing the clip at 640x360 and 30 frames/s, th
 tab running the model; the rate is stylised frames drawn on the page per second, counted after
 a warm-up, with the processor time the server and Chromium used meanwhile (Linux's /proc). The
 server alone: the same app.py sent the clip's frames as JPEG over its WebSocket by a Python
-client, two in flight as the page keeps them, no browser (what the server can serve).
+client, as many in flight as the page keeps, no browser (what the server can serve).
 stylize.py's webcam path: benchmarks/stylize_speed.live_rate (stylize_live and the Processor
 stylize.py builds for a camera, fed the same frames at 30 frames/s, no window).
 
@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import config  # noqa: E402
 from benchmarks.stylize_speed import live_rate  # noqa: E402
 from common.devices import keep_freed_memory  # noqa: E402
 from common.model_files import model_stem  # noqa: E402
@@ -49,6 +50,7 @@ from stylization.content_source.video import VideoSource  # noqa: E402
 from stylization.sink import find_ffmpeg  # noqa: E402
 
 FPS = 30
+IN_FLIGHT = config.WEB_LIVE_FRAMES_AT_ONCE + 1  # frames the page keeps in flight
 
 
 def camera_clip(video: Path, folder: Path, seconds: float) -> tuple[Path, Path]:
@@ -85,8 +87,8 @@ def app_server(model: Path, compile_cache: Path | None):
 def client_rate(model: Path, mp4: Path, seconds: float, warmup: float, compile_cache: Path | None,
                 target_fps: float | None = None) -> tuple[float, str | None]:
     """Frames/s app.py's live socket answers to a Python client (JPEG frames of mp4's first ten
-    seconds, quality 85 as the page sends them, two in flight), counted after the first
-    warmup x FPS answers, and the last size the server said it ran at."""
+    seconds, quality 85 as the page sends them, as many in flight as the page keeps), counted
+    after the first warmup x FPS answers, and the last size the server said it ran at."""
     import websockets
     from PIL import Image
 
@@ -104,9 +106,9 @@ def client_rate(model: Path, mp4: Path, seconds: float, warmup: float, compile_c
                 break
             await asyncio.sleep(0.2)
         await socket_.send(json.dumps({"style": model_stem(model), "target_fps": target_fps or 0}))
-        sent, answered, start, size = 2, 0, None, None
-        await socket_.send(frames[0])
-        await socket_.send(frames[1])
+        sent, answered, start, size = IN_FLIGHT, 0, None, None
+        for frame in frames[:IN_FLIGHT]:
+            await socket_.send(frame)
         while start is None or time.perf_counter() - start < seconds:
             answer = await socket_.recv()
             if isinstance(answer, str):  # the size a frames/s target runs at

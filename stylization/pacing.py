@@ -1,8 +1,9 @@
 """--target_fps for webcams and streams: the largest size, up to the source's, at which this
 machine stylises the target frames per second, found in the first second and kept as it runs.
 
-The rate is the stylising's own (frames over the seconds spent scaling and in the network),
-so a camera slower than the target does not shrink the picture.
+The rate is the stylising's own (frames over the seconds in which at least one frame was being
+scaled or in the network: frames stylised side by side, as the page's camera runs them, count
+their shared seconds once), so a camera slower than the target does not shrink the picture.
 The network's time grows with the pixels, so a measured rate r against a target t asks for
 the side to scale by sqrt(r / t). Sides move in steps of config.TARGET_FPS["side_step"] pixels
 (a compiled network meets few shapes) and are reconsidered once per measuring window; the
@@ -11,6 +12,7 @@ stylised frame is scaled back to the source's size, so the window and the record
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Callable
 
@@ -50,6 +52,8 @@ class SizePacer:
         self.rate: float | None = None
         self._window_start: float | None = None
         self._frames, self._busy = 0, 0.0
+        self._lock = threading.Lock()
+        self._running, self._busy_since = 0, 0.0  # batches in flight; the last start or end
 
     @property
     def size(self) -> tuple[int, int]:
@@ -64,21 +68,40 @@ class SizePacer:
 
     def wrap(self, process: Process) -> Process:
         def paced(batch: list[np.ndarray]) -> list[np.ndarray]:
+            size = self._start()
+            try:
+                small = [frame if frame.shape[1::-1] == size else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+                         for frame in batch]
+                results = process(small)
+                full = self.full_size
+                return [out if out.shape[1::-1] == full else cv2.resize(out, full, interpolation=cv2.INTER_LINEAR)
+                        for out in results]
+            finally:
+                self._end(len(batch))
+        return paced
+
+    def _start(self) -> tuple[int, int]:
+        """A batch begins: the size it runs at, after the window's rate has been read."""
+        with self._lock:
             now = time.perf_counter()
+            self._count_busy(now)
             if self._window_start is None:
                 self._window_start = now
             elif now - self._window_start >= config.TARGET_FPS["window_s"] and self._busy > 0:
                 self.rate = self._frames / self._busy
                 self.side = next_side(self.side, self.rate, self.target, self.full_side)
                 self._window_start, self._frames, self._busy = now, 0, 0.0
-            size = self.size
-            small = [frame if frame.shape[1::-1] == size else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-                     for frame in batch]
-            results = process(small)
-            full = self.full_size
-            results = [out if out.shape[1::-1] == full else cv2.resize(out, full, interpolation=cv2.INTER_LINEAR)
-                       for out in results]
-            self._frames += len(batch)
-            self._busy += time.perf_counter() - now
-            return results
-        return paced
+            self._running += 1
+            return self.size
+
+    def _end(self, frames: int) -> None:
+        with self._lock:
+            self._count_busy(time.perf_counter())
+            self._running -= 1
+            self._frames += frames
+
+    def _count_busy(self, now: float) -> None:
+        """Adds the seconds since the last start or end if a frame was in flight through them."""
+        if self._running:
+            self._busy += now - self._busy_since
+        self._busy_since = now

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -139,12 +140,32 @@ class Processor:
         # One compiled step per batch shape, each loaded from (or first built into) a package of
         # stylization/compile_cache.py; `built` tells whether any had to be built.
         self._steps: dict[tuple[int, ...], compile_cache.Step] = {}
+        # Frames may come from several threads at once (the page's live camera): a call that
+        # still has to settle the precision or build a shape's step runs alone.
+        self._first_calls = threading.Lock()
         self.built = False
         self._full_batch: dict[tuple[int, ...], int] = {}
+
+    def compiled_for(self, height: int, width: int) -> bool:
+        """Whether one frame of this size runs as a compiled package. Such a package holds
+        Python's lock while it runs, so frames from several threads take turns on it."""
+        if not self.compiled:
+            return False
+        step = self._steps.get((1, height, width, 3))
+        if step is not None:
+            return step is not self._eager
+        key = compile_cache.compile_key(self._model_id, self.dtype, self.device, (height, width), 1)
+        return not self.cached_only or compile_cache.is_warm(key)
 
     def _compiled(self, frames: torch.Tensor) -> torch.Tensor:
         shape = tuple(frames.shape)
         if shape not in self._steps:
+            with self._first_calls:
+                return self._first_compiled(frames, shape)
+        return self._steps[shape](frames)
+
+    def _first_compiled(self, frames: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        if shape not in self._steps:  # another thread may have built it meanwhile
             key = compile_cache.compile_key(self._model_id, self.dtype, self.device, shape[1:3],
                                             shape[0])
             if self.cached_only and not compile_cache.is_warm(key):
@@ -268,9 +289,11 @@ class Processor:
         with torch.inference_mode():
             # uint8 crosses to the device and back (a quarter of float32's bytes).
             batch = torch.from_numpy(np.stack(frames)).to(self.device)
+            result = None
             if self._reference is not None:
-                result = self._settle_precision(batch)
-            else:
+                with self._first_calls:
+                    result = self._settle_precision(batch) if self._reference is not None else None
+            if result is None:
                 result = (self._compiled if self.compiled else self._eager)(batch)
             result = result.cpu().numpy()
         return list(result[:count])

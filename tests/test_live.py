@@ -59,6 +59,90 @@ def test_live_settings_take_what_the_controls_send_and_ignore_the_rest():
     assert parse_live_settings("[1, 2]") == {} and parse_live_settings("not json") == {}
 
 
+def test_live_threads_run_pytorch_on_one_cpu_thread_each_and_leave_the_others_their_count():
+    import threading
+
+    import torch
+    from webapp.server import live_threads
+
+    before = torch.get_num_threads()
+    pool = live_threads(2)
+    try:
+        counts = [pool.submit(torch.get_num_threads).result() for _ in range(4)]
+        later = []
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+    finally:
+        pool.shutdown()
+    assert counts == [1] * 4 and torch.get_num_threads() == before and later == [before]
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx`")  # starlette's TestClient on httpx 0.x
+def test_frames_sent_without_waiting_are_stylised_side_by_side_and_answered_in_their_order(
+        tmp_path, frames, monkeypatch):
+    import threading
+    import time
+
+    from fastapi.testclient import TestClient
+    from webapp import server
+
+    shutil.copy(ROOT / "trained_models" / "mosaic_tiny.pth.tar", tmp_path / "mosaic_tiny.pth.tar")
+    write_image(tmp_path / "sample.png", 64, 48, seed=3)
+    place = server.Place(models_dir=tmp_path, work_dir=tmp_path / "work", sample_photo=tmp_path / "sample.png")
+    model = server.Stylizer(tmp_path / "mosaic_tiny.pth.tar")
+    pictures = [frames[0], frames[1], frames[0][::-1].copy()]
+    expected = [model.image(np.asarray(Image.open(io.BytesIO(jpeg_of(p))))) for p in pictures]
+    running, most = [0], [0]
+    count = threading.Lock()
+    stylise = LiveCamera.stylise
+
+    def slow_stylise(camera, jpeg):  # the first frame slowest, so a later one is out first
+        with count:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.4 if jpeg == sent[0] else 0.1)
+        try:
+            return stylise(camera, jpeg)
+        finally:
+            with count:
+                running[0] -= 1
+
+    monkeypatch.setattr(LiveCamera, "stylise", slow_stylise)
+    sent = [jpeg_of(p) for p in pictures]
+    with TestClient(server.create_app(place)) as client, client.websocket_connect("/api/live") as socket:
+        socket.send_text(json.dumps({"style": "mosaic_tiny"}))
+        for jpeg in sent:
+            socket.send_bytes(jpeg)
+        answers = [picture_of(socket.receive_bytes()) for _ in sent]
+    assert most[0] == config.WEB_LIVE_FRAMES_AT_ONCE
+    for answer, want in zip(answers, expected):
+        assert np.abs(answer - want).mean() < 8
+
+
+def test_frames_of_a_compiled_package_go_one_at_a_time_and_eager_ones_side_by_side(camera, frames, monkeypatch):
+    """A compiled package holds Python's lock while it runs: the page's frames then take the
+    thread with all the cores instead of the side-by-side ones."""
+    from network.formats import load_model
+    from stylization import compile_cache
+    from stylization.processor import Processor, RunOptions
+
+    warm: set[tuple[int, int]] = set()
+    monkeypatch.setattr(compile_cache, "is_warm", lambda key: any(f"{h}x{w}" in key for h, w in warm))
+    monkeypatch.setattr(compile_cache, "compile_key", lambda model, dtype, device, size, batch: f"{size[0]}x{size[1]}")
+    assert camera.side_by_side()  # nothing known yet
+    camera.frame(jpeg_of(frames[0]))
+    assert camera.side_by_side()  # no package for the camera's 64x48: eager
+
+    processor = Processor(load_model(camera.model_file("tiny")), "cpu", RunOptions(compile=True, cached_only=True))
+    assert not processor.compiled_for(48, 64)
+    warm.add((48, 64))
+    assert processor.compiled_for(48, 64) and not processor.compiled_for(24, 32)
+    assert not Processor(load_model(camera.model_file("tiny")), "cpu").compiled_for(48, 64)  # not compiled
+    monkeypatch.setattr(camera.stylizers["tiny"], "processor", processor)
+    assert not camera.side_by_side()
+
+
 def as_answered(out: np.ndarray) -> np.ndarray:
     """A stylised frame as the socket answers it (its JPEG)."""
     return picture_of(jpeg_of(out, config.WEB_LIMITS["live_jpeg_quality"]))

@@ -41,6 +41,33 @@ def test_the_pacer_settles_at_the_size_that_holds_the_target(monkeypatch):
     assert pacer.label.startswith(f"{pacer.size[0]}x{pacer.size[1]}, ") and "of 25 frames/s" in pacer.label
 
 
+def test_frames_stylised_side_by_side_count_their_shared_seconds_once(monkeypatch):
+    """The page's camera runs two frames at once: its rate is frames over the seconds in which any
+    was in flight, not over the sum of each frame's own seconds."""
+    clock = [0.0]
+    monkeypatch.setattr(pacing.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setitem(pacing.config.TARGET_FPS, "window_s", 1.0)
+    pacer = SizePacer(25.0, (64, 48))
+    paced = pacer.wrap(lambda batch: batch)
+    frame = np.zeros((48, 64, 3), np.uint8)
+
+    def overlapping(batch):  # 0.1 s of its own, with a second frame started 0.05 s in
+        clock[0] += 0.05
+        paced_again([frame])
+        clock[0] += 0.05
+        return batch
+
+    def one_more(batch):  # the second frame: from 0.05 to 0.15 s
+        clock[0] += 0.1
+        return batch
+
+    outer, paced_again = pacer.wrap(overlapping), pacer.wrap(one_more)
+    outer([frame])  # frames in flight from 0 to 0.2 s, 0.3 s of frame time between them
+    clock[0] = 5.0  # idle: not counted
+    paced([frame])  # starts the next window, which reads the first
+    assert pacer.rate == pytest.approx(2 / 0.2)
+
+
 def test_target_fps_is_for_live_sources(tmp_path, tiny_model, sample_image):
     result = run_script("stylize.py", "--content_type", "image", "--source", str(sample_image),
                         "--model_path", str(tiny_model), "--target_fps", "25", "--real_time", "False")

@@ -4,11 +4,14 @@ note the tab shows on a processor without native bf16.
 The page sends JSON settings and JPEG frames; each frame is answered with the stylised frame
 as JPEG, made as stylize.py's webcam path makes it: the model loaded once, --target_fps's
 SizePacer, then the Look (strength, colours, and the smoother that remembers the last frame).
+The network half of a frame (LiveCamera.stylise) may run beside the next frame's; the look
+and the JPEG (LiveCamera.finish) run in the frames' order, as the smoother needs.
 """
 from __future__ import annotations
 
 import io
 import json
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -80,21 +83,22 @@ def live_note(styles: list[str]) -> str | None:
 
 
 class LiveCamera:
-    """One page's camera connection. Its methods are called one at a time (the socket handler
-    waits for each frame before it reads the next message), frames on the server's live thread."""
+    """One page's camera connection: settings from the socket handler, frames on the server's
+    live threads, stylise() for several frames at once, finish() one frame at a time in order."""
 
     def __init__(self, model_file: Callable[[str], Path]):
         self.model_file = model_file  # style id -> model file; refuses ids it does not offer
         self.settings = LiveSettings()
         self.stylizers: dict[str, Stylizer] = {}
-        self.finish: Finish | None = None  # started again when the look or the frame size changes
+        self.finish_look: Finish | None = None  # started again when the look or the frame size changes
         self.pacer: SizePacer | None = None  # likewise for the target or the frame size
         self.size: tuple[int, int] | None = None
+        self._setup = threading.Lock()  # the stylizers, pacer and size, which frames share
 
     def update(self, text: str) -> None:
         new = replace(self.settings, **parse_live_settings(text))
         if new.look != self.settings.look:
-            self.finish = None
+            self.finish_look = None
         if new.target_fps != self.settings.target_fps:
             self.pacer = None
         self.settings = new
@@ -104,25 +108,45 @@ class LiveCamera:
         """The size the network runs at under a frames/s target (None: the camera's)."""
         return self.pacer.size if self.pacer is not None else None
 
+    def side_by_side(self) -> bool:
+        """Whether the next frame may go through the network beside another: not where it runs
+        as a compiled package, which takes the frames in turn (then one frame at a time on all
+        the cores is faster)."""
+        stylizer = self.stylizers.get(self.settings.style)
+        if stylizer is None or self.size is None:
+            return True
+        width, height = self.paced_size or self.size
+        return not stylizer.processor.compiled_for(height, width)
+
     # JPEG both ways, even from a page on this machine: raw pixels, sent or answered, made the
     # page's camera slower in headless Chromium than a JPEG encoded and decoded on each side.
     def frame(self, jpeg: bytes) -> bytes:
+        """One frame, both halves."""
+        return self.finish(*self.stylise(jpeg))
+
+    def stylise(self, jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """The camera frame and the network's output, at the camera's size."""
         try:
             frame = np.asarray(decode_image(io.BytesIO(jpeg)))
         except IMAGE_READ_ERRORS:
             raise HTTPException(400, "a camera frame was not a JPEG the server can read: reload the page") from None
-        style = self.settings.style
-        if style not in self.stylizers:
-            self.stylizers[style] = Stylizer(self.model_file(style), camera=True)
-        size = (frame.shape[1], frame.shape[0])
-        if size != self.size:
-            self.size, self.finish, self.pacer = size, None, None
-        process = self.stylizers[style].processor
-        if self.settings.target_fps:
-            self.pacer = self.pacer or SizePacer(self.settings.target_fps, size)
-            process = self.pacer.wrap(process)
-        self.finish = self.finish or self.settings.look.start()
-        out = self.finish(frame, process([frame])[0])
+        with self._setup:
+            style = self.settings.style
+            if style not in self.stylizers:
+                self.stylizers[style] = Stylizer(self.model_file(style), camera=True)
+            size = (frame.shape[1], frame.shape[0])
+            if size != self.size:
+                self.size, self.finish_look, self.pacer = size, None, None
+            process = self.stylizers[style].processor
+            if self.settings.target_fps:
+                self.pacer = self.pacer or SizePacer(self.settings.target_fps, size)
+                process = self.pacer.wrap(process)
+        return frame, process([frame])[0]
+
+    def finish(self, frame: np.ndarray, stylised: np.ndarray) -> bytes:
+        """The look applied (in the frames' order: the smoother blends with the last one) and
+        the JPEG the page is answered with."""
+        finish = self.finish_look = self.finish_look or self.settings.look.start()
         buffer = io.BytesIO()
-        Image.fromarray(out).save(buffer, "JPEG", quality=config.WEB_LIMITS["live_jpeg_quality"])
+        Image.fromarray(finish(frame, stylised)).save(buffer, "JPEG", quality=config.WEB_LIMITS["live_jpeg_quality"])
         return buffer.getvalue()

@@ -8,6 +8,7 @@ and land in the server's own temporary folder, which it deletes when it stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import shutil
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -57,6 +59,29 @@ def list_models(models_dir: Path) -> dict[str, Path]:
     return {model_stem(p): p for p in files}
 
 
+def live_threads(count: int) -> ThreadPoolExecutor:
+    """The threads live frames run on, each running PyTorch on one CPU thread (frames on
+    threads asyncio.to_thread picks would each bring a full set of PyTorch's threads, waiting on
+    one another). torch.set_num_threads also sets the count threads started later begin with,
+    so the count the photos and videos run with is put back once these have started."""
+    before = torch.get_num_threads()
+    started = threading.Barrier(count + 1)
+    pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="live", initializer=_one_cpu_thread)
+    for _ in range(count):
+        pool.submit(started.wait)
+    started.wait()
+    torch.set_num_threads(before)
+    return pool
+
+
+def _one_cpu_thread() -> None:
+    # A thread takes the shared count at its first PyTorch call, after which its own count is
+    # kept: that first call comes first here, so that putting the shared count back later does
+    # not reach this thread.
+    torch.get_num_threads()
+    torch.set_num_threads(1)
+
+
 class Server:
     """What the routes share: the place, the video and training jobs, the files made for
     download (by token), the thumbnails made so far."""
@@ -69,10 +94,9 @@ class Server:
         self.results: dict[str, Path] = {}
         self.thumbs: dict[str, bytes] = {}
         self.thumb_lock = threading.Lock()
-        # Live frames run on this one thread: PyTorch's CPU threads serve the thread that calls
-        # it, and frames handed to whichever thread asyncio.to_thread picks keep two sets of
-        # them busy, each waiting on the other.
-        self.live_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live")
+        self.live_threads = live_threads(config.WEB_LIVE_FRAMES_AT_ONCE)
+        # A compiled package's frames, one at a time on all of PyTorch's threads.
+        self.live_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-compiled")
 
     def model_file(self, style: str) -> Path:
         """The model of a style id the page got from /api/models; nothing else is opened."""
@@ -131,7 +155,8 @@ def create_app(place: Place) -> FastAPI:
     async def models() -> dict:
         names = list(list_models(place.models_dir))
         return {"models": [{"id": name, "thumbnail": f"/api/thumbnail/{name}"} for name in names],
-                "training": server.trainer.ready(), "live_note": live_note(names)}
+                "training": server.trainer.ready(), "live_note": live_note(names),
+                "live_in_flight": config.WEB_LIVE_FRAMES_AT_ONCE + 1}
 
     @app.get("/api/thumbnail/{style}")
     async def thumbnail(style: str) -> Response:
@@ -222,9 +247,14 @@ def add_live_route(app: FastAPI, server: Server) -> None:
     async def live(socket: WebSocket) -> None:
         """The camera in the page (webapp/live.py): JSON messages set the style and the look,
         each binary message is a JPEG frame and is answered with the stylised frame as JPEG,
-        and, under a frames/s target, with {"live_size": "WxH"} when the size it runs at moves."""
+        and, under a frames/s target, with {"live_size": "WxH"} when the size it runs at moves.
+        Frames go through the network side by side on the live threads and are answered in
+        the order they came."""
         await socket.accept()
-        camera, told = LiveCamera(server.model_file), None
+        camera = LiveCamera(server.model_file)
+        in_network: asyncio.Queue[asyncio.Future] = asyncio.Queue()
+        answering = asyncio.create_task(answer_frames(socket, camera, in_network))
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 message = await socket.receive()
@@ -232,19 +262,31 @@ def add_live_route(app: FastAPI, server: Server) -> None:
                     return
                 if message.get("text"):
                     camera.update(message["text"])
-                    continue
-                if message.get("bytes") is None:
-                    continue
-                reply = await asyncio.get_running_loop().run_in_executor(
-                    server.live_thread, camera.frame, message["bytes"])
-                await socket.send_bytes(reply)
-                if camera.paced_size != told:
-                    told = camera.paced_size
-                    await socket.send_text(json.dumps({"live_size": "x".join(map(str, told)) if told else None}))
+                elif message.get("bytes") is not None:
+                    threads = server.live_threads if camera.side_by_side() else server.live_thread
+                    in_network.put_nowait(loop.run_in_executor(threads, camera.stylise, message["bytes"]))
         except (WebSocketDisconnect, RuntimeError):
             return
-        except HTTPException as err:
-            await socket.send_text(json.dumps({"error": err.detail}))
+        finally:
+            answering.cancel()
+
+
+async def answer_frames(socket: WebSocket, camera: LiveCamera, in_network: asyncio.Queue) -> None:
+    """Answers each frame once it is out of the network, in the order the frames came; a frame
+    the server cannot read ends the connection with its message."""
+    told = None
+    try:
+        while True:
+            frame, stylised = await (await in_network.get())
+            await socket.send_bytes(await asyncio.to_thread(camera.finish, frame, stylised))
+            if camera.paced_size != told:
+                told = camera.paced_size
+                await socket.send_text(json.dumps({"live_size": "x".join(map(str, told)) if told else None}))
+    except HTTPException as err:
+        await socket.send_text(json.dumps({"error": err.detail}))
+        await socket.close()
+    except (WebSocketDisconnect, RuntimeError):  # gone, or a frame failed: the page stops
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             await socket.close()
 
 

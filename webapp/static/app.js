@@ -46,6 +46,7 @@ async function loadStyles() {
     : data.training.why;
   $("train-go").disabled = !data.training.ok;
   $("live-note").textContent = data.live_note || "";
+  liveInFlight = data.live_in_flight;
 }
 
 function pick(id) {
@@ -205,7 +206,7 @@ async function pollVideo() {
 $("video-cancel").onclick = () => fetch(`/api/video/${videoJob}/cancel`, { method: "POST" });
 
 // ---------------------------------------------------------------- live camera
-let socket = null, stream = null, inFlight = 0, shown = [], liveSize = null;
+let socket = null, stream = null, inFlight = 0, shown = [], liveSize = null, liveInFlight = 2;
 const grab = document.createElement("canvas");
 // Read back every frame: a canvas kept in memory, not on the graphics card (or its software
 // stand-in), makes that read a copy instead of a round trip.
@@ -260,7 +261,8 @@ $("live-start").onclick = async () => {
   socket.onopen = () => {
     sendLiveSettings();
     say("live-message", "");
-    const start = () => { sendFrame(); sendFrame(); };  // two in flight: the network never waits
+    // As many frames in flight as the server stylises at once, and one more: the network never waits.
+    const start = () => { for (let i = 0; i < liveInFlight; i += 1) sendFrame(); };
     $("live-camera").videoWidth ? start() : ($("live-camera").onloadeddata = start);
   };
   socket.onmessage = (event) => {
