@@ -26,6 +26,11 @@ def jpeg_of(frame: np.ndarray, quality: int = 95) -> bytes:
     return buffer.getvalue()
 
 
+def answered_by(camera: LiveCamera, jpeg: bytes) -> bytes:
+    """One frame through both halves, as the socket takes it."""
+    return camera.finish(*camera.stylise(jpeg))
+
+
 def picture_of(jpeg: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")).astype(int)
 
@@ -37,6 +42,16 @@ def frames(tmp_path) -> list[np.ndarray]:
     first = np.asarray(Image.open(write_image(tmp_path / "frame.png", 64, 48, seed=1)).convert("RGB"))
     pictures = [first, (first * 0.85).astype(np.uint8)]
     return [np.asarray(Image.open(io.BytesIO(jpeg_of(p)))) for p in pictures]
+
+
+@pytest.fixture
+def place(tmp_path):
+    """The page's server's folders, with mosaic_tiny as its one style."""
+    from webapp import server
+
+    shutil.copy(ROOT / "trained_models" / "mosaic_tiny.pth.tar", tmp_path / "mosaic_tiny.pth.tar")
+    write_image(tmp_path / "sample.png", 64, 48, seed=3)
+    return server.Place(models_dir=tmp_path, work_dir=tmp_path / "work", sample_photo=tmp_path / "sample.png")
 
 
 @pytest.fixture
@@ -80,17 +95,14 @@ def test_live_threads_run_pytorch_on_one_cpu_thread_each_and_leave_the_others_th
 
 @pytest.mark.filterwarnings("ignore:Using `httpx`")  # starlette's TestClient on httpx 0.x
 def test_frames_sent_without_waiting_are_stylised_side_by_side_and_answered_in_their_order(
-        tmp_path, frames, monkeypatch):
+        place, frames, monkeypatch):
     import threading
     import time
 
     from fastapi.testclient import TestClient
     from webapp import server
 
-    shutil.copy(ROOT / "trained_models" / "mosaic_tiny.pth.tar", tmp_path / "mosaic_tiny.pth.tar")
-    write_image(tmp_path / "sample.png", 64, 48, seed=3)
-    place = server.Place(models_dir=tmp_path, work_dir=tmp_path / "work", sample_photo=tmp_path / "sample.png")
-    model = server.Stylizer(tmp_path / "mosaic_tiny.pth.tar")
+    model = server.Stylizer(place.models_dir / "mosaic_tiny.pth.tar")
     pictures = [frames[0], frames[1], frames[0][::-1].copy()]
     expected = [model.image(np.asarray(Image.open(io.BytesIO(jpeg_of(p))))) for p in pictures]
     running, most = [0], [0]
@@ -131,7 +143,7 @@ def test_frames_of_a_compiled_package_go_one_at_a_time_and_eager_ones_side_by_si
     monkeypatch.setattr(compile_cache, "is_warm", lambda key: any(f"{h}x{w}" in key for h, w in warm))
     monkeypatch.setattr(compile_cache, "compile_key", lambda model, dtype, device, size, batch: f"{size[0]}x{size[1]}")
     assert camera.side_by_side()  # nothing known yet
-    camera.frame(jpeg_of(frames[0]))
+    answered_by(camera, jpeg_of(frames[0]))
     assert camera.side_by_side()  # no package for the camera's 64x48: eager
 
     processor = Processor(load_model(camera.model_file("tiny")), "cpu", RunOptions(compile=True, cached_only=True))
@@ -153,7 +165,7 @@ def test_the_look_is_the_command_line_s_and_the_smoother_remembers_the_last_fram
     seen = [np.asarray(Image.open(io.BytesIO(jpeg))) for jpeg in sent]  # what the server decodes
     stylised = [Stylizer(tiny_model).processor([f])[0] for f in seen]
     camera.update(json.dumps({"strength": 0.7, "preserve_color": True, "smooth": 0.6}))
-    answers = [picture_of(camera.frame(jpeg)) for jpeg in sent]
+    answers = [picture_of(answered_by(camera, jpeg)) for jpeg in sent]
     finish = Look(strength=0.7, preserve_color=True, smooth=0.6).start()
     expected = [as_answered(finish(f, out)) for f, out in zip(seen, stylised)]
     unsmoothed = as_answered(Look(strength=0.7, preserve_color=True).start()(seen[1], stylised[1]))
@@ -161,7 +173,7 @@ def test_the_look_is_the_command_line_s_and_the_smoother_remembers_the_last_fram
         assert answer.shape == want.shape and np.abs(answer - want).mean() < 1
     assert np.abs(unsmoothed - expected[1]).mean() > 3  # the second frame was blended with the first
     camera.update(json.dumps({"smooth": 0}))  # a new look starts afresh: no memory of frame 1
-    assert np.abs(picture_of(camera.frame(sent[1])) - unsmoothed).mean() < 1
+    assert np.abs(picture_of(answered_by(camera, sent[1])) - unsmoothed).mean() < 1
 
 
 def test_a_frames_per_second_target_runs_the_network_smaller_and_answers_at_the_camera_s_size(
@@ -173,24 +185,24 @@ def test_a_frames_per_second_target_runs_the_network_smaller_and_answers_at_the_
     monkeypatch.setattr(camera.stylizers["tiny"], "processor",
                         lambda batch: seen.append(batch[0].shape) or processor(batch))
     for _ in range(2):
-        assert picture_of(camera.frame(jpeg_of(frames[0]))).shape == frames[0].shape
+        assert picture_of(answered_by(camera, jpeg_of(frames[0]))).shape == frames[0].shape
     assert camera.paced_size is None  # no target yet: the camera's size
     camera.update(json.dumps({"target_fps": 24}))
     for _ in range(2):
-        assert picture_of(camera.frame(jpeg_of(frames[0]))).shape == frames[0].shape
+        assert picture_of(answered_by(camera, jpeg_of(frames[0]))).shape == frames[0].shape
     assert camera.paced_size == (32, 24) and seen[-1] == (24, 32, 3)
     camera.update(json.dumps({"target_fps": 0}))
-    camera.frame(jpeg_of(frames[0]))
+    answered_by(camera, jpeg_of(frames[0]))
     assert camera.paced_size is None and seen[-1] == frames[0].shape
 
 
 def test_a_style_the_server_does_not_offer_and_a_frame_that_is_not_a_jpeg_are_refused(camera, frames):
     camera.update(json.dumps({"style": "../../etc/passwd"}))
     with pytest.raises(HTTPException, match="no style named"):
-        camera.frame(jpeg_of(frames[0]))
+        answered_by(camera, jpeg_of(frames[0]))
     camera.update(json.dumps({"style": "tiny"}))
     with pytest.raises(HTTPException, match="not a JPEG"):
-        camera.frame(b"\x00" * 1000)
+        answered_by(camera, b"\x00" * 1000)
     assert LiveSettings().look.is_identity
 
 
@@ -211,14 +223,11 @@ def test_the_page_s_camera_tab_names_the_tiny_model_on_a_cpu_without_native_bf16
 
 @pytest.mark.filterwarnings("ignore:Using `httpx`")  # starlette's TestClient on httpx 0.x
 def test_the_live_socket_answers_frames_tells_the_paced_size_and_refuses_a_frame_that_is_not_a_jpeg(
-        tmp_path, frames, monkeypatch):
+        place, frames, monkeypatch):
     from fastapi.testclient import TestClient
     from webapp import server
 
-    shutil.copy(ROOT / "trained_models" / "mosaic_tiny.pth.tar", tmp_path / "mosaic_tiny.pth.tar")
-    write_image(tmp_path / "sample.png", 64, 48, seed=3)
-    place = server.Place(models_dir=tmp_path, work_dir=tmp_path / "work", sample_photo=tmp_path / "sample.png")
-    expected = server.Stylizer(tmp_path / "mosaic_tiny.pth.tar").image(frames[0])
+    expected = server.Stylizer(place.models_dir / "mosaic_tiny.pth.tar").image(frames[0])
     monkeypatch.setitem(pacing.config.TARGET_FPS, "window_s", 0.0)
     monkeypatch.setattr(pacing, "next_side", lambda side, rate, target, full_side: 32)
     with TestClient(server.create_app(place)) as client, client.websocket_connect("/api/live") as socket:

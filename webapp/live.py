@@ -120,10 +120,6 @@ class LiveCamera:
 
     # JPEG both ways, even from a page on this machine: raw pixels, sent or answered, made the
     # page's camera slower in headless Chromium than a JPEG encoded and decoded on each side.
-    def frame(self, jpeg: bytes) -> bytes:
-        """One frame, both halves."""
-        return self.finish(*self.stylise(jpeg))
-
     def stylise(self, jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:
         """The camera frame and the network's output, at the camera's size."""
         try:
