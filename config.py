@@ -304,6 +304,9 @@ LIVE_FPS_WINDOW = 10
 # the page keeps one more on its way: beside a browser, one frame on all the cores waits for
 # each core the browser takes (docs/web_page.md, "Two frames at once").
 WEB_LIVE_FRAMES_AT_ONCE = 2
+# Frames one compiled package (stylization/compile_cache.py) may run at once, from as many threads:
+# the page's live camera runs WEB_LIVE_FRAMES_AT_ONCE.
+PACKAGE_RUNS_AT_ONCE = WEB_LIVE_FRAMES_AT_ONCE
 # --target_fps (stylization/pacing.py): the size is reconsidered every window_s seconds, the
 # longer side moves in steps of side_step pixels and never below min_side; margin (< 1) is the
 # share of the measured rate planned on, so that the target holds through small variations.

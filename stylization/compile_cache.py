@@ -18,10 +18,14 @@ of another model of the same sizes reuses the C++ kernels already built.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
 import os
+import tempfile
+import weakref
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -116,16 +120,65 @@ def _build(step: nn.Module, example: torch.Tensor, path: Path) -> None:
 
 
 def _load(path: Path) -> Step:
-    """The package's step, by its loader in torch._C. torch._inductor.aoti_load_package wraps
-    the same loader, but importing torch._inductor imports Dynamo too: 1.3 s of every warm
-    start on a 2-core CPU (docs/stylization_speed.md). The step has one tensor in and one out,
-    so the wrapper's argument trees are not needed. Builds of torch whose loader takes other
-    arguments go through aoti_load_package."""
-    try:
-        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
-    except (AttributeError, TypeError):
-        return torch._inductor.aoti_load_package(str(path))
-    return lambda frames: loader.boxed_run([frames])[0]
+    """The package's step. A CPU package runs through AOTInductor's C interface, which lets go of
+    Python's lock while the network runs, so that frames from several threads run side by side
+    (the page's live camera); torch's own loaders hold the lock for the whole run. Neither
+    imports torch._inductor, which imports Dynamo too: 1.3 s of every warm start on a 2-core CPU
+    (docs/stylization_speed.md). Other packages (a GPU's) go through torch's loader."""
+    with zipfile.ZipFile(path) as archive:
+        libraries = [name for name in archive.namelist() if name.endswith(".wrapper.so")]
+        metadata = [name for name in archive.namelist() if name.endswith(".wrapper_metadata.json")]
+        on_cpu = (len(libraries) == len(metadata) == 1
+                  and json.loads(archive.read(metadata[0])).get("AOTI_DEVICE_KEY") == "cpu")
+        if on_cpu:
+            return PackageStep(archive, libraries[0])
+    return torch._inductor.aoti_load_package(str(path))
+
+
+class PackageStep:
+    """A CPU package's step through the C interface of torch/csrc/inductor/aoti_runtime/interface.h
+    (the one AOTInductor keeps stable for deployment), called by ctypes, which releases Python's
+    lock during the call. The container holds config.PACKAGE_RUNS_AT_ONCE copies of the model's
+    working state; the weights are shared."""
+
+    def __init__(self, archive: zipfile.ZipFile, library: str):
+        # Loaded from a temporary copy, deleted at once: the loaded library stays mapped.
+        with tempfile.TemporaryDirectory() as folder:
+            self._lib = ctypes.CDLL(archive.extract(library, folder))
+        c_size, pointer = ctypes.c_size_t, ctypes.c_void_p
+        self._lib.AOTInductorModelContainerRun.argtypes = [
+            pointer, ctypes.POINTER(pointer), c_size, ctypes.POINTER(pointer), c_size, pointer, pointer]
+        self._handle = pointer()
+        self._check(self._lib.AOTInductorModelContainerCreateWithDevice(
+            ctypes.byref(self._handle), c_size(config.PACKAGE_RUNS_AT_ONCE), b"cpu", None))
+        weakref.finalize(self, self._lib.AOTInductorModelContainerDelete, self._handle)
+        counts = c_size(), c_size()
+        self._check(self._lib.AOTInductorModelContainerGetNumInputs(self._handle, ctypes.byref(counts[0])))
+        self._check(self._lib.AOTInductorModelContainerGetNumOutputs(self._handle, ctypes.byref(counts[1])))
+        if (counts[0].value, counts[1].value) != (1, 1):
+            raise RuntimeError(f"a package of {counts[0].value} inputs and {counts[1].value} outputs, not 1 and 1")
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        # The interface takes tensor handles: new ones for the input, which the run takes over,
+        # and the output's, which the returned tensor takes over.
+        (frames_handle,) = torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors([frames])
+        inputs = (ctypes.c_void_p * 1)(_capsule_pointer(frames_handle, None))
+        outputs = (ctypes.c_void_p * 1)()
+        self._check(self._lib.AOTInductorModelContainerRun(self._handle, inputs, 1, outputs, 1, None, None))
+        return torch._C._aoti.alloc_tensors_by_stealing_from_void_ptrs(
+            [_new_capsule(outputs[0], None, None)])[0]
+
+    def _check(self, error: int) -> None:
+        if error:
+            message = ctypes.c_char_p()
+            self._lib.AOTInductorGetLastError(ctypes.byref(message))
+            raise RuntimeError(f"the compiled package failed: {(message.value or b'').decode(errors='replace')}")
+
+
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype, _capsule_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+_new_capsule = ctypes.pythonapi.PyCapsule_New
+_new_capsule.restype, _new_capsule.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
 
 
 def compiled_step(step: nn.Module, example: torch.Tensor, key: str) -> tuple[Step, bool]:

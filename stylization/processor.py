@@ -146,17 +146,6 @@ class Processor:
         self.built = False
         self._full_batch: dict[tuple[int, ...], int] = {}
 
-    def compiled_for(self, height: int, width: int) -> bool:
-        """Whether one frame of this size runs as a compiled package. Such a package holds
-        Python's lock while it runs, so frames from several threads take turns on it."""
-        if not self.compiled:
-            return False
-        step = self._steps.get((1, height, width, 3))
-        if step is not None:
-            return step is not self._eager
-        key = compile_cache.compile_key(self._model_id, self.dtype, self.device, (height, width), 1)
-        return not self.cached_only or compile_cache.is_warm(key)
-
     def _compiled(self, frames: torch.Tensor) -> torch.Tensor:
         shape = tuple(frames.shape)
         if shape not in self._steps:

@@ -88,7 +88,7 @@ def test_compile_auto_compiles_a_short_clip_once_its_shape_is_warm(tmp_path, mon
 # package was there before, whether it had to be built, and how far the compiled frames are from
 # eager ones (a batch of two, then a short last batch of one, which is padded and then cut).
 CHILD = """
-import json, sys
+import json, sys, threading, time
 import numpy as np, torch
 sys.path[:0] = [sys.argv[1]]
 import config  # not conftest: its torchvision import would import Inductor, which is checked below
@@ -98,6 +98,26 @@ from stylization.processor import Processor, RunOptions
 frames = [np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8) for _ in range(2)]
 report = []
 sizes = json.loads(sys.argv[2])
+
+# Whether another thread runs Python while the step runs (the page's camera runs frames side by
+# side): with no forced switches, the other thread can run only where this one lets go of it.
+# The outputs are kept: freeing a tensor lets go too, between steps.
+def lets_go_of_python(step, frames):
+    sys.setswitchinterval(60)
+    batch = torch.from_numpy(np.stack(frames))
+    go, ran_during, in_step, outputs = threading.Lock(), [], [True], []
+    go.acquire()
+    other = threading.Thread(target=lambda: (go.acquire(), ran_during.append(in_step[0])))
+    other.start()
+    go.release()
+    until = time.perf_counter() + 10
+    while not ran_during and time.perf_counter() < until and len(outputs) < 500:
+        outputs.append(step(batch))
+    in_step[0] = False
+    other.join()
+    sys.setswitchinterval(0.005)
+    return ran_during == [True]
+
 for seed in map(int, sys.argv[3:]):
     torch.manual_seed(seed)
     model = StylizingNetwork(config.NetworkConfig(**{**sizes, "channels": tuple(sizes["channels"])})).eval()
@@ -108,7 +128,8 @@ for seed in map(int, sys.argv[3:]):
     compiled = np.stack(processor(frames) + processor(frames[:1])).astype(int)
     report.append({"seed": seed, "was_warm": was_warm, "built": processor.built,
                    "package": str(compile_cache.package_path(key)),
-                   "max_diff": int(np.abs(compiled - eager).max()), "output": compiled.tolist()})
+                   "max_diff": int(np.abs(compiled - eager).max()), "output": compiled.tolist(),
+                   "lets_go": lets_go_of_python(processor._steps[(2, 24, 40, 3)], frames)})
 # A warm start loads the package without importing Inductor (and Dynamo): seconds of a run.
 print(json.dumps({"runs": report, "inductor_imported": "torch._inductor" in sys.modules}))
 """
@@ -130,6 +151,7 @@ def test_a_compiled_run_matches_eager_and_a_second_run_loads_its_package(tmp_pat
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
     (first,) = run_child(cache, 0)["runs"]
     assert not first["was_warm"] and first["built"] and first["max_diff"] <= 1
+    assert first["lets_go"]
     package = Path(first["package"])
     built_at = package.stat().st_mtime_ns
     # Another model of the same sizes has a package of its own (its weights are in it);

@@ -132,29 +132,6 @@ def test_frames_sent_without_waiting_are_stylised_side_by_side_and_answered_in_t
         assert np.abs(answer - want).mean() < 8
 
 
-def test_frames_of_a_compiled_package_go_one_at_a_time_and_eager_ones_side_by_side(camera, frames, monkeypatch):
-    """A compiled package holds Python's lock while it runs: the page's frames then take the
-    thread with all the cores instead of the side-by-side ones."""
-    from network.formats import load_model
-    from stylization import compile_cache
-    from stylization.processor import Processor, RunOptions
-
-    warm: set[tuple[int, int]] = set()
-    monkeypatch.setattr(compile_cache, "is_warm", lambda key: any(f"{h}x{w}" in key for h, w in warm))
-    monkeypatch.setattr(compile_cache, "compile_key", lambda model, dtype, device, size, batch: f"{size[0]}x{size[1]}")
-    assert camera.side_by_side()  # nothing known yet
-    answered_by(camera, jpeg_of(frames[0]))
-    assert camera.side_by_side()  # no package for the camera's 64x48: eager
-
-    processor = Processor(load_model(camera.model_file("tiny")), "cpu", RunOptions(compile=True, cached_only=True))
-    assert not processor.compiled_for(48, 64)
-    warm.add((48, 64))
-    assert processor.compiled_for(48, 64) and not processor.compiled_for(24, 32)
-    assert not Processor(load_model(camera.model_file("tiny")), "cpu").compiled_for(48, 64)  # not compiled
-    monkeypatch.setattr(camera.stylizers["tiny"], "processor", processor)
-    assert not camera.side_by_side()
-
-
 def as_answered(out: np.ndarray) -> np.ndarray:
     """A stylised frame as the socket answers it (its JPEG)."""
     return picture_of(jpeg_of(out, config.WEB_LIMITS["live_jpeg_quality"]))

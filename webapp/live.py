@@ -108,16 +108,6 @@ class LiveCamera:
         """The size the network runs at under a frames/s target (None: the camera's)."""
         return self.pacer.size if self.pacer is not None else None
 
-    def side_by_side(self) -> bool:
-        """Whether the next frame may go through the network beside another: not where it runs
-        as a compiled package, which takes the frames in turn (then one frame at a time on all
-        the cores is faster)."""
-        stylizer = self.stylizers.get(self.settings.style)
-        if stylizer is None or self.size is None:
-            return True
-        width, height = self.paced_size or self.size
-        return not stylizer.processor.compiled_for(height, width)
-
     # JPEG both ways, even from a page on this machine: raw pixels, sent or answered, made the
     # page's camera slower in headless Chromium than a JPEG encoded and decoded on each side.
     def stylise(self, jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:

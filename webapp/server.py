@@ -95,8 +95,6 @@ class Server:
         self.thumbs: dict[str, bytes] = {}
         self.thumb_lock = threading.Lock()
         self.live_threads = live_threads(config.WEB_LIVE_FRAMES_AT_ONCE)
-        # A compiled package's frames, one at a time on all of PyTorch's threads.
-        self.live_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-compiled")
 
     def model_file(self, style: str) -> Path:
         """The model of a style id the page got from /api/models; nothing else is opened."""
@@ -263,8 +261,8 @@ def add_live_route(app: FastAPI, server: Server) -> None:
                 if message.get("text"):
                     camera.update(message["text"])
                 elif message.get("bytes") is not None:
-                    threads = server.live_threads if camera.side_by_side() else server.live_thread
-                    in_network.put_nowait(loop.run_in_executor(threads, camera.stylise, message["bytes"]))
+                    in_network.put_nowait(loop.run_in_executor(server.live_threads, camera.stylise,
+                                                               message["bytes"]))
         except (WebSocketDisconnect, RuntimeError):
             return
         finally:
