@@ -146,6 +146,31 @@ class Processor:
         self.built = False
         self._full_batch: dict[tuple[int, ...], int] = {}
 
+    def compile_for(self, height: int, width: int) -> bool:
+        """Builds (or loads) the compiled package for single frames of this size, the one a run
+        with compile=True builds, and runs such frames with it from then on; frames from other
+        threads go on meanwhile. For the page's camera, whose processor otherwise only loads
+        packages an earlier run left (cached_only). Returns whether it had to be built."""
+        if not self.compiled:
+            raise ValueError("this model runs without compiling here (a C++ compiler and a "
+                             "PyTorch model are needed)")
+        if self._reference is not None:
+            raise ValueError("the precision is not settled yet: let the camera run on a picture first")
+        # The graph compile=True builds (the compiler's kernels), not this processor's eager one.
+        graph = for_inference(self._source_model, compiled=True).to(self.device, self.dtype).eval()
+        key = compile_cache.compile_key(self._model_id, self.dtype, self.device, (height, width), 1)
+        example = torch.zeros(1, height, width, 3, dtype=torch.uint8, device=self.device)
+        step, built = compile_cache.compiled_step(FramesToFrames(graph, self.dtype, self.memory_format),
+                                                  example, key)
+        self._steps[(1, height, width, 3)] = step
+        self.built = self.built or built
+        return built
+
+    def runs_compiled(self, height: int, width: int) -> bool:
+        """Whether single frames of this size run as a compiled package (so far)."""
+        step = self._steps.get((1, height, width, 3))
+        return step is not None and step is not self._eager
+
     def _compiled(self, frames: torch.Tensor) -> torch.Tensor:
         shape = tuple(frames.shape)
         if shape not in self._steps:

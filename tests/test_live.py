@@ -132,6 +132,94 @@ def test_frames_sent_without_waiting_are_stylised_side_by_side_and_answered_in_t
         assert np.abs(answer - want).mean() < 8
 
 
+@pytest.fixture
+def quick_compiles(tmp_path, monkeypatch) -> list:
+    """Compiling as on a machine with a C++ compiler, the build and load stood in for (a real
+    one: tests/test_compile_cache.py): the package file is written, and its step runs the graph
+    the build was given and records the frames' shapes. Returns [(graph, example shape)]."""
+    from stylization import compile_cache, stylizer
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(stylizer, "compiles_here", lambda device: True)
+    built = []
+
+    def build(step, example, path):
+        built.append((step, tuple(example.shape)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"a package")
+
+    def load(path):
+        graph = built[-1][0]
+        return lambda frames: (built.append(("ran", tuple(frames.shape))), graph(frames))[1]
+    monkeypatch.setattr(compile_cache, "_build", build)
+    monkeypatch.setattr(compile_cache, "_load", load)
+    return built
+
+
+def test_speed_up_compiles_the_style_for_the_camera_s_size_and_its_frames_then_run_compiled(
+        camera, frames, tiny_model, quick_compiles):
+    import torch
+    from network.fast_inference import ChannelGroupNorm
+    from network.formats import load_model
+    from stylization import compile_cache
+
+    camera.speed_up()
+    assert camera.speed_up_state == "failed: start the camera first"
+    eager = answered_by(camera, jpeg_of(frames[1]))
+    assert not camera.compiled and quick_compiles == []  # no package for 64x48: eager, nothing built
+    assert camera.report() == {"live_size": None, "compiled": False, "speed_up": "failed: start the camera first"}
+    camera.speed_up()
+    assert camera.speed_up_state == "done" and camera.compiled and camera.report()["compiled"]
+    (graph, shape), = quick_compiles
+    # The graph stylize.py --compile True compiles (the compiler's norms), not the eager one's,
+    # under the key such a run looks for.
+    assert shape == (1, 48, 64, 3) and not any(isinstance(m, ChannelGroupNorm) for m in graph.modules())
+    processor = camera.stylizers["tiny"].processor
+    assert any(isinstance(m, ChannelGroupNorm) for m in processor.model.modules())
+    key = compile_cache.compile_key(compile_cache.model_id(load_model(tiny_model)), processor.dtype,
+                                    torch.device("cpu"), (48, 64), 1)
+    assert compile_cache.is_warm(key)
+    compiled = answered_by(camera, jpeg_of(frames[1]))
+    assert quick_compiles[1:] == [("ran", (1, 48, 64, 3))]
+    assert np.abs(picture_of(compiled) - picture_of(eager)).mean() < 2
+
+
+def test_a_failed_speed_up_says_why_and_the_camera_goes_on(camera, frames, quick_compiles, monkeypatch):
+    from stylization import compile_cache
+
+    def fail(step, example, path):
+        raise RuntimeError("C++ compile failed\nmany more lines")
+    monkeypatch.setattr(compile_cache, "_build", fail)
+    answered_by(camera, jpeg_of(frames[0]))
+    camera.speed_up()
+    assert camera.speed_up_state == "failed: C++ compile failed" and not camera.compiled
+    assert picture_of(answered_by(camera, jpeg_of(frames[0]))).shape == frames[0].shape
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx`")  # starlette's TestClient on httpx 0.x
+def test_the_socket_speeds_up_on_request_and_tells_the_page_once_frames_run_compiled(place, frames, quick_compiles):
+    from fastapi.testclient import TestClient
+    from webapp import server
+
+    told = []
+    with TestClient(server.create_app(place)) as client, client.websocket_connect("/api/live") as socket:
+        socket.send_text(json.dumps({"style": "mosaic_tiny"}))
+        socket.send_bytes(jpeg_of(frames[0]))
+        assert picture_of(socket.receive_bytes()).shape == frames[0].shape
+        socket.send_text(json.dumps({"speed_up": True}))
+        socket.send_bytes(jpeg_of(frames[0]))
+        for _ in range(400):  # a frame at a time until the server says they run compiled
+            message = socket.receive()
+            if message.get("text"):
+                told.append(json.loads(message["text"]))
+            elif {"compiled": True} in told and {"speed_up": "done"} in told:
+                break
+            else:
+                assert picture_of(message["bytes"]).shape == frames[0].shape
+                socket.send_bytes(jpeg_of(frames[0]))
+    assert {"compiled": True} in told and {"speed_up": "done"} in told
+
+
 def as_answered(out: np.ndarray) -> np.ndarray:
     """A stylised frame as the socket answers it (its JPEG)."""
     return picture_of(jpeg_of(out, config.WEB_LIMITS["live_jpeg_quality"]))

@@ -2,6 +2,7 @@
 a user drives it. Skipped where either is missing; .ci/run installs both."""
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -53,9 +54,11 @@ def server(tmp_path_factory) -> str:
     for name in MODELS:
         shutil.copy(ROOT / "trained_models" / name, models / name)
     port = free_port()
+    # Its compiled packages (the live camera's Speed up) in a folder of its own.
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path_factory.mktemp("inductor"))}
     process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--models_dir",
                                 str(models), "--open_browser", "False"], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, env=env)
     assert "the page is at" in process.stdout.readline()
     address = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
@@ -159,6 +162,26 @@ def test_the_live_camera_is_stylised_and_takes_style_and_look_while_it_runs(page
         let sum = 0; for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
         return sum / (d.length / 4); })()""")
     assert mean > 30  # a picture was drawn, not an empty (black) canvas
+    page.click("#live-stop")
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="compiling on the CPU builds C++ kernels: no C++ compiler here")
+def test_speed_up_compiles_the_live_style_and_the_camera_goes_on_compiled(page):
+    page.click("button.tab[data-tab='live']")
+    page.click("#live-start")
+    page.wait_for_function("Number(document.getElementById('live-out').dataset.frames || 0) >= 3", timeout=60000)
+    assert "compiled" not in page.text_content("#live-fps")
+    page.click("#live-speed-up")
+    page.wait_for_selector("#live-message:has-text('Compiling this style')", timeout=30000)
+    # A real build: a minute or two on 2 cores, the camera going on meanwhile.
+    page.wait_for_function("document.getElementById('live-fps').textContent.includes('compiled')", timeout=400000)
+    assert page.is_hidden("#live-speed-up")
+    seen = int(page.evaluate("document.getElementById('live-out').dataset.frames"))
+    page.wait_for_function(f"Number(document.getElementById('live-out').dataset.frames) >= {seen + 5}", timeout=60000)
+    page.click("#live-stop")
+    page.click("#live-start")  # a new connection loads the package at its first frame
+    page.wait_for_function("document.getElementById('live-fps').textContent.includes('compiled')", timeout=60000)
     page.click("#live-stop")
 
 

@@ -6,6 +6,10 @@ as JPEG, made as stylize.py's webcam path makes it: the model loaded once, --tar
 SizePacer, then the Look (strength, colours, and the smoother that remembers the last frame).
 The network half of a frame (LiveCamera.stylise) may run beside the next frame's; the look
 and the JPEG (LiveCamera.finish) run in the frames' order, as the smoother needs.
+
+{"speed_up": true} asks for the style to be compiled for the camera's frame size (the package
+`stylize.py --compile True` builds, kept for later runs); the frames go on meanwhile, and run
+compiled once it is built (LiveCamera.speed_up).
 """
 from __future__ import annotations
 
@@ -66,6 +70,20 @@ def parse_live_settings(text: str) -> dict:
     return out
 
 
+def asks_speed_up(text: str) -> bool:
+    """Whether a JSON message asks for the style to be compiled (LiveCamera.speed_up)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("speed_up") is True
+
+
+# Compiling takes every core for a minute or so: one build at a time on this machine, whichever
+# page asked.
+_BUILDS = threading.Lock()
+
+
 def live_note(styles: list[str]) -> str | None:
     """What the Live camera tab says on a CPU without native bf16, where the _fast styles run in
     float32 at about half the tiny network's frames/s (docs/speed.md): the _tiny styles among
@@ -94,6 +112,7 @@ class LiveCamera:
         self.pacer: SizePacer | None = None  # likewise for the target or the frame size
         self.size: tuple[int, int] | None = None
         self._setup = threading.Lock()  # the stylizers, pacer and size, which frames share
+        self.speed_up_state: str | None = None  # "building", "done", or "failed: why"
 
     def update(self, text: str) -> None:
         new = replace(self.settings, **parse_live_settings(text))
@@ -107,6 +126,39 @@ class LiveCamera:
     def paced_size(self) -> tuple[int, int] | None:
         """The size the network runs at under a frames/s target (None: the camera's)."""
         return self.pacer.size if self.pacer is not None else None
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the current style's frames run as a compiled package at the size they run at."""
+        stylizer = self.stylizers.get(self.settings.style)
+        size = self.paced_size or self.size
+        return stylizer is not None and size is not None and stylizer.processor.runs_compiled(size[1], size[0])
+
+    def report(self) -> dict:
+        """What the page shows beside the frames: the size a frames/s target runs at ("WxH",
+        None: the camera's), whether the frames run compiled, how a speed-up went."""
+        size = self.paced_size
+        return {"live_size": "x".join(map(str, size)) if size else None, "compiled": self.compiled,
+                "speed_up": self.speed_up_state}
+
+    def speed_up(self) -> None:
+        """Compiles the current style for the camera's frame size, as `stylize.py --content_type
+        webcam --compile True` would (its package serves later runs and pages too); blocks until
+        built, the frames going on eager meanwhile. The outcome: speed_up_state."""
+        with self._setup:
+            stylizer, size = self.stylizers.get(self.settings.style), self.size
+        if stylizer is None or size is None:
+            self.speed_up_state = "failed: start the camera first"
+            return
+        self.speed_up_state = "building"
+        try:
+            with _BUILDS:
+                stylizer.processor.compile_for(size[1], size[0])
+        except Exception as err:  # noqa: BLE001 - the compilers raise many types; the page says which
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            self.speed_up_state = f"failed: {first_line[:300]}"
+            return
+        self.speed_up_state = "done"
 
     # JPEG both ways, even from a page on this machine: raw pixels, sent or answered, made the
     # page's camera slower in headless Chromium than a JPEG encoded and decoded on each side.

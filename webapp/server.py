@@ -27,15 +27,17 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 import config
+from common.devices import resolve_device
 from common.errors import UserError
 from common.images import IMAGE_READ_ERRORS, decode_image, save_image
 from common.model_files import model_stem
 from stylization.content_source.base import scale_within
 from stylization.paths import MODEL_EXTENSIONS
+from stylization.processor import compiles_here
 from stylization.sink import contact_sheet
 from stylization.stylizer import StyleOptions, Stylizer
 from webapp.jobs import JobBoard
-from webapp.live import LiveCamera, live_note
+from webapp.live import LiveCamera, asks_speed_up, live_note
 from webapp.training import TrainingBoard
 
 STATIC = Path(__file__).with_name("static")
@@ -154,7 +156,8 @@ def create_app(place: Place) -> FastAPI:
         names = list(list_models(place.models_dir))
         return {"models": [{"id": name, "thumbnail": f"/api/thumbnail/{name}"} for name in names],
                 "training": server.trainer.ready(), "live_note": live_note(names),
-                "live_in_flight": config.WEB_LIVE_FRAMES_AT_ONCE + 1}
+                "live_in_flight": config.WEB_LIVE_FRAMES_AT_ONCE + 1,
+                "live_speed_up": compiles_here(resolve_device("auto"))}
 
     @app.get("/api/thumbnail/{style}")
     async def thumbnail(style: str) -> Response:
@@ -245,11 +248,12 @@ def add_live_route(app: FastAPI, server: Server) -> None:
     async def live(socket: WebSocket) -> None:
         """The camera in the page (webapp/live.py): JSON messages set the style and the look,
         each binary message is a JPEG frame and is answered with the stylised frame as JPEG,
-        and, under a frames/s target, with {"live_size": "WxH"} when the size it runs at moves.
-        Frames go through the network side by side on the live threads and are answered in
-        the order they came."""
+        and with what changed of the camera's state (LiveCamera.report). Frames go through the
+        network side by side on the live threads and are answered in the order they came;
+        {"speed_up": true} compiles the style on a thread of its own meanwhile."""
         await socket.accept()
         camera = LiveCamera(server.model_file)
+        building: asyncio.Future | None = None
         in_network: asyncio.Queue[asyncio.Future] = asyncio.Queue()
         answering = asyncio.create_task(answer_frames(socket, camera, in_network))
         loop = asyncio.get_running_loop()
@@ -258,7 +262,10 @@ def add_live_route(app: FastAPI, server: Server) -> None:
                 message = await socket.receive()
                 if message.get("type") == "websocket.disconnect":
                     return
-                if message.get("text"):
+                if message.get("text") and asks_speed_up(message["text"]):
+                    if building is None or building.done():
+                        building = asyncio.ensure_future(asyncio.to_thread(camera.speed_up))
+                elif message.get("text"):
                     camera.update(message["text"])
                 elif message.get("bytes") is not None:
                     in_network.put_nowait(loop.run_in_executor(server.live_threads, camera.stylise,
@@ -271,15 +278,18 @@ def add_live_route(app: FastAPI, server: Server) -> None:
 
 async def answer_frames(socket: WebSocket, camera: LiveCamera, in_network: asyncio.Queue) -> None:
     """Answers each frame once it is out of the network, in the order the frames came; a frame
-    the server cannot read ends the connection with its message."""
-    told = None
+    the server cannot read ends the connection with its message. After a frame, each part of
+    the camera's state that changed goes as a message of its own."""
+    told = camera.report()
     try:
         while True:
             frame, stylised = await (await in_network.get())
             await socket.send_bytes(await asyncio.to_thread(camera.finish, frame, stylised))
-            if camera.paced_size != told:
-                told = camera.paced_size
-                await socket.send_text(json.dumps({"live_size": "x".join(map(str, told)) if told else None}))
+            now = camera.report()
+            for key in now:
+                if now[key] != told[key]:
+                    await socket.send_text(json.dumps({key: now[key]}))
+            told = now
     except HTTPException as err:
         await socket.send_text(json.dumps({"error": err.detail}))
         await socket.close()

@@ -47,6 +47,7 @@ async function loadStyles() {
   $("train-go").disabled = !data.training.ok;
   $("live-note").textContent = data.live_note || "";
   liveInFlight = data.live_in_flight;
+  liveCanSpeedUp = data.live_speed_up;
 }
 
 function pick(id) {
@@ -207,6 +208,8 @@ $("video-cancel").onclick = () => fetch(`/api/video/${videoJob}/cancel`, { metho
 
 // ---------------------------------------------------------------- live camera
 let socket = null, stream = null, inFlight = 0, shown = [], liveSize = null, liveInFlight = 2;
+// The server compiles a style on request where it can; liveState is what it last said.
+let liveCanSpeedUp = false, liveState = { compiled: false, speed_up: null };
 const grab = document.createElement("canvas");
 // Read back every frame: a canvas kept in memory, not on the graphics card (or its software
 // stand-in), makes that read a copy instead of a round trip.
@@ -244,7 +247,8 @@ async function showFrame(blob) {
   picture.close();
   const now = performance.now();
   shown = [...shown.filter((t) => now - t < 2000), now];
-  $("live-fps").textContent = `${(shown.length / 2).toFixed(1)} frames/s` + (liveSize ? `, stylised at ${liveSize}` : "");
+  $("live-fps").textContent = `${(shown.length / 2).toFixed(1)} frames/s` + (liveSize ? `, stylised at ${liveSize}` : "")
+    + (liveState.compiled ? ", compiled" : "");
   out.dataset.frames = String(Number(out.dataset.frames || 0) + 1);
 }
 
@@ -268,7 +272,11 @@ $("live-start").onclick = async () => {
   socket.onmessage = (event) => {
     if (typeof event.data === "string") {
       const data = JSON.parse(event.data);
-      if ("live_size" in data) liveSize = data.live_size; else say("live-message", data.error, true);
+      if ("error" in data) say("live-message", data.error, true);
+      if ("live_size" in data) liveSize = data.live_size;
+      Object.assign(liveState, data);
+      if ("speed_up" in data) showSpeedUp();
+      showSpeedUpButton();
       return;
     }
     inFlight -= 1;
@@ -278,6 +286,27 @@ $("live-start").onclick = async () => {
   socket.onclose = () => stopLive();
   $("live-start").hidden = true;
   $("live-stop").hidden = false;
+  showSpeedUpButton();
+};
+
+function showSpeedUpButton() {
+  $("live-speed-up").hidden = !socket || !liveCanSpeedUp || liveState.compiled || liveState.speed_up === "building";
+}
+
+function showSpeedUp() {
+  const state = liveState.speed_up;
+  if (state === "building") {
+    say("live-message", "Compiling this style for the camera's size: about a minute, and the camera is slower meanwhile.");
+  } else if (state === "done") {
+    say("live-message", "Compiled: this style now runs faster at this size, here and whenever the camera starts again.");
+  } else if (state) {
+    say("live-message", `Speeding up did not work (${state.replace(/^failed: /, "")}); the camera goes on as before.`, true);
+  }
+}
+
+$("live-speed-up").onclick = () => {
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ speed_up: true }));
+  $("live-speed-up").hidden = true;
 };
 
 function stopLive() {
@@ -285,6 +314,8 @@ function stopLive() {
   if (stream) { stream.getTracks().forEach((t) => t.stop()); stream = null; }
   inFlight = 0;
   liveSize = null;
+  liveState = { compiled: false, speed_up: null };
+  $("live-speed-up").hidden = true;
   $("live-start").hidden = false;
   $("live-stop").hidden = true;
 }
