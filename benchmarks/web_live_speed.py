@@ -111,8 +111,8 @@ def client_rate(model: Path, mp4: Path, seconds: float, warmup: float, compile_c
             await socket_.send(frame)
         while start is None or time.perf_counter() - start < seconds:
             answer = await socket_.recv()
-            if isinstance(answer, str):  # the size a frames/s target runs at
-                size = json.loads(answer).get("live_size")
+            if isinstance(answer, str):  # the state that changed; the size a frames/s target runs at
+                size = json.loads(answer).get("live_size", size)
                 continue
             answered += 1
             if start is None and answered >= warmup * FPS:
