@@ -122,9 +122,11 @@ def _build(step: nn.Module, example: torch.Tensor, path: Path) -> None:
 def _load(path: Path) -> Step:
     """The package's step. A CPU package runs through AOTInductor's C interface, which lets go of
     Python's lock while the network runs, so that frames from several threads run side by side
-    (the page's live camera); torch's own loaders hold the lock for the whole run. Neither
-    imports torch._inductor, which imports Dynamo too: 1.3 s of every warm start on a 2-core CPU
-    (docs/stylization_speed.md). Other packages (a GPU's) go through torch's loader."""
+    (the page's live camera); torch's own loaders hold the lock for the whole run. Other
+    packages (a GPU's) run through torch's loader in torch._C. Neither imports torch._inductor
+    as torch._inductor.aoti_load_package does, which imports Dynamo too: 1.3 s of every warm
+    start on a 2-core CPU (docs/stylization_speed.md); builds of torch whose loader takes other
+    arguments go through aoti_load_package."""
     with zipfile.ZipFile(path) as archive:
         libraries = [name for name in archive.namelist() if name.endswith(".wrapper.so")]
         metadata = [name for name in archive.namelist() if name.endswith(".wrapper_metadata.json")]
@@ -132,7 +134,11 @@ def _load(path: Path) -> Step:
                   and json.loads(archive.read(metadata[0])).get("AOTI_DEVICE_KEY") == "cpu")
         if on_cpu:
             return PackageStep(archive, libraries[0])
-    return torch._inductor.aoti_load_package(str(path))
+    try:
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+    except (AttributeError, TypeError):
+        return torch._inductor.aoti_load_package(str(path))
+    return lambda frames: loader.boxed_run([frames])[0]
 
 
 class PackageStep:
