@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import sys
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -156,12 +158,16 @@ class Processor:
                              "PyTorch model are needed)")
         if self._reference is not None:
             raise ValueError("the precision is not settled yet: let the camera run on a picture first")
-        # The graph compile=True builds (the compiler's kernels), not this processor's eager one.
-        graph = for_inference(self._source_model, compiled=True).to(self.device, self.dtype).eval()
         key = compile_cache.compile_key(self._model_id, self.dtype, self.device, (height, width), 1)
+        built = not compile_cache.is_warm(key)
+        if built:
+            # In a process of its own: tracing the network for the compiler swaps PyTorch's
+            # module calls process-wide, which broke frames other threads ran meanwhile.
+            build_elsewhere(build_package, self._source_model, self.dtype, self.memory_format, self.device,
+                            (height, width), key)
         example = torch.zeros(1, height, width, 3, dtype=torch.uint8, device=self.device)
-        step, built = compile_cache.compiled_step(FramesToFrames(graph, self.dtype, self.memory_format),
-                                                  example, key)
+        step, _ = compile_cache.compiled_step(compiled_graph(self._source_model, self.dtype, self.memory_format,
+                                                             self.device), example, key)
         self._steps[(1, height, width, 3)] = step
         self.built = self.built or built
         return built
@@ -311,6 +317,26 @@ class Processor:
                 result = (self._compiled if self.compiled else self._eager)(batch)
             result = result.cpu().numpy()
         return list(result[:count])
+
+
+def compiled_graph(model: torch.nn.Module, dtype: torch.dtype, memory_format: torch.memory_format,
+                   device: torch.device) -> FramesToFrames:
+    """The step a Processor with compile=True compiles: the compiler's rewrite of the model."""
+    return FramesToFrames(for_inference(model, compiled=True).to(device, dtype).eval(), dtype, memory_format)
+
+
+def build_package(model: torch.nn.Module, dtype: torch.dtype, memory_format: torch.memory_format,
+                  device: torch.device, size: tuple[int, int], key: str) -> None:
+    """Builds compiled_graph's package for single frames of size (height, width) under key."""
+    example = torch.zeros(1, *size, 3, dtype=torch.uint8, device=device)
+    compile_cache.compiled_step(compiled_graph(model, dtype, memory_format, device), example, key)
+
+
+def build_elsewhere(build: Callable[..., None], *args) -> None:
+    """Runs build(*args) in a new Python process (spawned: nothing of this one's threads or
+    PyTorch state comes along) and waits for it; its exception, if any, is raised here."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
+        child.submit(build, *args).result()
 
 
 def compiles_here(device: torch.device) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 
 import numpy as np
@@ -137,10 +138,11 @@ def quick_compiles(tmp_path, monkeypatch) -> list:
     """Compiling as on a machine with a C++ compiler, the build and load stood in for (a real
     one: tests/test_compile_cache.py): the package file is written, and its step runs the graph
     the build was given and records the frames' shapes. Returns [(graph, example shape)]."""
-    from stylization import compile_cache, stylizer
+    from stylization import compile_cache, processor, stylizer
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(stylizer, "compiles_here", lambda device: True)
+    monkeypatch.setattr(processor, "build_elsewhere", lambda build, *args: build(*args))  # here instead
     built = []
 
     def build(step, example, path):
@@ -182,6 +184,48 @@ def test_speed_up_compiles_the_style_for_the_camera_s_size_and_its_frames_then_r
     compiled = answered_by(camera, jpeg_of(frames[1]))
     assert quick_compiles[1:] == [("ran", (1, 48, 64, 3))]
     assert np.abs(picture_of(compiled) - picture_of(eager)).mean() < 2
+
+
+def test_a_frame_that_fails_unexpectedly_ends_the_camera_with_its_message(camera):
+    """Not frames that never come: the page is told, and the connection closed."""
+    import asyncio
+
+    from webapp.server import answer_frames
+
+    class Socket:
+        def __init__(self):
+            self.sent, self.closed = [], False
+
+        async def send_text(self, text):
+            self.sent.append(json.loads(text))
+
+        async def close(self):
+            self.closed = True
+
+    async def run(socket):
+        failed = asyncio.get_running_loop().create_future()
+        failed.set_exception(NameError("module is not installed as a submodule"))
+        queue = asyncio.Queue()
+        queue.put_nowait(failed)
+        await asyncio.wait_for(answer_frames(socket, camera, queue), 5)
+
+    socket = Socket()
+    asyncio.run(run(socket))
+    assert socket.closed and "NameError: module is not installed" in socket.sent[0]["error"]
+
+
+def fail_with_the_process_id() -> None:
+    raise ValueError(os.getpid())
+
+
+def test_a_package_is_built_in_a_process_of_its_own_whose_failure_comes_back():
+    """Tracing the network for the compiler swaps PyTorch's module calls process-wide: a build
+    beside the camera's frames goes to another process."""
+    from stylization.processor import build_elsewhere
+
+    with pytest.raises(ValueError) as failure:
+        build_elsewhere(fail_with_the_process_id)
+    assert failure.value.args[0] != os.getpid()
 
 
 def test_a_failed_speed_up_says_why_and_the_camera_goes_on(camera, frames, quick_compiles, monkeypatch):

@@ -250,7 +250,7 @@ def add_live_route(app: FastAPI, server: Server) -> None:
         each binary message is a JPEG frame and is answered with the stylised frame as JPEG,
         and with what changed of the camera's state (LiveCamera.report). Frames go through the
         network side by side on the live threads and are answered in the order they came;
-        {"speed_up": true} compiles the style on a thread of its own meanwhile."""
+        {"speed_up": true} compiles the style meanwhile (in a process of its own)."""
         await socket.accept()
         camera = LiveCamera(server.model_file)
         building: asyncio.Future | None = None
@@ -295,6 +295,11 @@ async def answer_frames(socket: WebSocket, camera: LiveCamera, in_network: async
         await socket.close()
     except (WebSocketDisconnect, RuntimeError):  # gone, or a frame failed: the page stops
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await socket.close()
+    except Exception as err:  # noqa: BLE001 - anything else: said, instead of frames that never come
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await socket.send_text(json.dumps({"error": f"the camera stopped ({type(err).__name__}: "
+                                                        f"{str(err)[:200]}): start it again"}))
             await socket.close()
 
 
