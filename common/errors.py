@@ -27,6 +27,12 @@ def fail(message: str) -> None:
     raise UserError(message)
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of err's message, or its type's name where it has none: what a one-line
+    report of a library's failure (compilers, exporters, ONNX Runtime) can show."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def disk_full(path: str | Path, err: OSError | None = None) -> DiskFull:
     """The one-line error for a write of path that found the disk full."""
     reason = os.strerror(err.errno) if err is not None and err.errno else os.strerror(errno.ENOSPC)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import config
 from common.cli import run_cli, str2bool
-from common.errors import fail, UserError
+from common.errors import UserError, fail, first_line
 from common.files import atomic_write
 from common.model_files import model_stem
 from network.formats import load_network
@@ -111,8 +111,7 @@ def export_model(src: str | Path, output_dir: str | Path | None = None,
             except UserError:
                 raise
             except Exception as err:  # exporters raise many types; the message is what helps
-                first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                fail(f"exporting to {fmt} failed ({first_line[:200]}); --debug shows the traceback")
+                fail(f"exporting to {fmt} failed ({first_line(err)[:200]}); --debug shows the traceback")
             same_shape = result.shape == expected.shape
             difference = (result - expected).abs().max().item() if same_shape else float("inf")
             if not difference <= config.EXPORT_TOLERANCE:  # also catches NaN

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.errors import fail
+from common.errors import fail, first_line
 from common.files import existing_file
 
 
@@ -36,8 +36,7 @@ class OnnxModel(nn.Module):
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=providers)
         except Exception as err:  # ONNX Runtime raises its own exception types for bad files
-            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            fail(f"{path} is not a loadable ONNX model ({first_line[:200]}): export one with "
+            fail(f"{path} is not a loadable ONNX model ({first_line(err)[:200]}): export one with "
                  "python -m network.export")
         asked_cuda = len(providers) > 1
         if asked_cuda and "CUDAExecutionProvider" not in self.session.get_providers():

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 import config
 from common.devices import find_compiler
-from common.errors import fail
+from common.errors import fail, first_line
 from common.images import batch_to_frames, frames_to_batch
 from common.precision import has_native_bf16_cpu, resolve_precision
 from network.fast_inference import for_inference
@@ -194,8 +194,7 @@ class Processor:
             try:
                 self._steps[shape], built = compile_cache.compiled_step(self._eager, frames, key)
             except Exception as err:  # noqa: BLE001 - the compilers raise many types
-                first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                self._tell("compile", f"note: compiling the network failed ({first_line[:200]}); "
+                self._tell("compile", f"note: compiling the network failed ({first_line(err)[:200]}); "
                            "continuing without --compile")
                 self.compiled = False
                 return self._eager(frames)

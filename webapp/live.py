@@ -26,6 +26,7 @@ from fastapi import HTTPException
 from PIL import Image
 
 import config
+from common.errors import first_line
 from common.images import IMAGE_READ_ERRORS, decode_image
 from common.precision import has_native_bf16_cpu
 from stylization.blend import Finish, Look
@@ -155,8 +156,7 @@ class LiveCamera:
             with _BUILDS:
                 stylizer.processor.compile_for(size[1], size[0])
         except Exception as err:  # noqa: BLE001 - the compilers raise many types; the page says which
-            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            self.speed_up_state = f"failed: {first_line[:300]}"
+            self.speed_up_state = f"failed: {first_line(err)[:300]}"
             return
         self.speed_up_state = "done"
 
