@@ -207,9 +207,11 @@ async function pollVideo() {
 $("video-cancel").onclick = () => fetch(`/api/video/${videoJob}/cancel`, { method: "POST" });
 
 // ---------------------------------------------------------------- live camera
-let socket = null, stream = null, inFlight = 0, shown = [], liveSize = null, liveInFlight = 2;
-// The server compiles a style on request where it can; liveState is what it last said.
-let liveCanSpeedUp = false, liveState = { compiled: false, speed_up: null };
+let socket = null, stream = null, inFlight = 0, shown = [], liveInFlight = 2;
+// The server compiles a style on request where it can; liveState is what it last said of the
+// camera (the size a frames/s target runs at, whether it runs compiled, how a speed-up went).
+const noLiveState = { live_size: null, compiled: false, speed_up: null };
+let liveCanSpeedUp = false, liveState = { ...noLiveState };
 const grab = document.createElement("canvas");
 // Read back every frame: a canvas kept in memory, not on the graphics card (or its software
 // stand-in), makes that read a copy instead of a round trip.
@@ -247,7 +249,7 @@ async function showFrame(blob) {
   picture.close();
   const now = performance.now();
   shown = [...shown.filter((t) => now - t < 2000), now];
-  $("live-fps").textContent = `${(shown.length / 2).toFixed(1)} frames/s` + (liveSize ? `, stylised at ${liveSize}` : "")
+  $("live-fps").textContent = `${(shown.length / 2).toFixed(1)} frames/s` + (liveState.live_size ? `, stylised at ${liveState.live_size}` : "")
     + (liveState.compiled ? ", compiled" : "");
   out.dataset.frames = String(Number(out.dataset.frames || 0) + 1);
 }
@@ -273,7 +275,6 @@ $("live-start").onclick = async () => {
     if (typeof event.data === "string") {
       const data = JSON.parse(event.data);
       if ("error" in data) say("live-message", data.error, true);
-      if ("live_size" in data) liveSize = data.live_size;
       Object.assign(liveState, data);
       if ("speed_up" in data) showSpeedUp();
       showSpeedUpButton();
@@ -313,8 +314,7 @@ function stopLive() {
   if (socket) { const s = socket; socket = null; s.close(); }
   if (stream) { stream.getTracks().forEach((t) => t.stop()); stream = null; }
   inFlight = 0;
-  liveSize = null;
-  liveState = { compiled: false, speed_up: null };
+  liveState = { ...noLiveState };
   $("live-speed-up").hidden = true;
   $("live-start").hidden = false;
   $("live-stop").hidden = true;
